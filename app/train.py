@@ -1,0 +1,214 @@
+"""Train the reference autoencoder: `python -m app.train`.
+
+The defaults are the reference recipe: 50 epochs, batch 64, Adam lr 5e-4, MSE,
+seed 42, pixels b / 255 in [0, 1], trained on MNIST's 60,000 training digits and
+validated on its 10,000 test digits. The whole data set lives in memory as one
+uint8 tensor; a batch is an index into it (per-sample PIL transforms through a
+DataLoader cost far more than the model itself).
+
+Writes into --out: the checkpoint (mlp6.pt), metrics.json (command, config, data
+checksums, per-epoch losses, final test metrics) and two pictures.
+"""
+
+import argparse
+import json
+import logging
+import math
+import shlex
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from app import data
+from app.codec import pick_device
+from app.errors import DataError, StartupError
+from app.model import ARCH, Autoencoder, save_checkpoint
+
+log = logging.getLogger("app.train")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 50
+    batch_size: int = 64
+    lr: float = 5e-4
+    seed: int = 42
+    limit: int | None = None
+    out: Path = Path("model_weights")
+    device: str = "auto"
+    data_root: Path = Path("data")
+
+
+def parse_args(argv: Sequence[str] | None) -> TrainConfig:
+    d = TrainConfig()
+    p = argparse.ArgumentParser(prog="python -m app.train", description=__doc__.split("\n\n")[0])
+    p.add_argument("--epochs", type=int, default=d.epochs, help=f"passes over the data (default {d.epochs})")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"default {d.batch_size}")
+    p.add_argument("--lr", type=float, default=d.lr, help=f"Adam learning rate (default {d.lr})")
+    p.add_argument("--seed", type=int, default=d.seed, help=f"seeds weights and shuffling (default {d.seed})")
+    p.add_argument("--limit", type=int, default=None, help="use only the first N training and test digits")
+    p.add_argument("--out", type=Path, default=d.out, help=f"output folder (default {d.out})")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=d.device, help="default auto (CUDA if any)")
+    p.add_argument("--data-root", type=Path, default=d.data_root, help=f"MNIST root (default {d.data_root})")
+    args = p.parse_args(argv)
+    if args.epochs < 1 or args.batch_size < 1 or (args.limit is not None and args.limit < 1):
+        p.error("--epochs, --batch-size and --limit must be positive")
+    return TrainConfig(**vars(args))
+
+
+def load_mnist(root: Path, limit: int | None) -> tuple[torch.Tensor, torch.Tensor, dict[str, str]]:
+    """Training and test digits as (N, 784) uint8 tensors, and the files' MD5s."""
+    from torchvision.datasets import MNIST  # slow to import; only training needs it
+
+    raw = data.prepare(root)
+    train = MNIST(str(root), train=True, download=False).data
+    test = MNIST(str(root), train=False, download=False).data
+    return train[:limit].reshape(-1, 784), test[:limit].reshape(-1, 784), data.verified_md5s(raw)
+
+
+def to_unit(pixels: torch.Tensor) -> torch.Tensor:
+    """uint8 bytes -> float32 in [0, 1], exactly as the service maps them."""
+    return pixels.to(torch.float32) / 255
+
+
+@torch.inference_mode()
+def evaluate(model: Autoencoder, pixels: torch.Tensor, batch: int = 2000) -> dict[str, float]:
+    """Test MSE, mean per-image PSNR, and the PSNR after the service's rounding to bytes."""
+    model.eval()
+    sq_errors, served_errors = [], []
+    for chunk in torch.split(pixels, batch):
+        x = to_unit(chunk)
+        y = model(x)
+        sq_errors.append(((y - x) ** 2).mean(dim=1))
+        served = (y.clamp(0, 1) * 255).round() / 255
+        served_errors.append(((served - x) ** 2).mean(dim=1))
+    mse_per_image = torch.cat(sq_errors).double()
+    served_per_image = torch.cat(served_errors).double()
+    return {
+        "mse": mse_per_image.mean().item(),
+        "psnr_mean_db": psnr(mse_per_image).mean().item(),
+        "served_psnr_mean_db": psnr(served_per_image).mean().item(),
+    }
+
+
+def psnr(mse: torch.Tensor) -> torch.Tensor:
+    """PSNR in dB for images in [0, 1]; a perfect image counts as 100 dB, not infinity."""
+    return 10 * torch.log10(1 / mse.clamp_min(1e-10))
+
+
+def train(
+    config: TrainConfig, train_x: torch.Tensor, test_x: torch.Tensor, device: torch.device
+) -> tuple[Autoencoder, list[dict[str, float]]]:
+    torch.manual_seed(config.seed)
+    model = Autoencoder().to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    loss_fn = nn.MSELoss()
+    shuffle = torch.Generator().manual_seed(config.seed)
+    train_x, test_x = train_x.to(device), test_x.to(device)
+    history: list[dict[str, float]] = []
+    start = time.perf_counter()
+    for epoch in range(1, config.epochs + 1):
+        model.train()
+        total = 0.0
+        order = torch.randperm(len(train_x), generator=shuffle).to(device)
+        for idx in torch.split(order, config.batch_size):
+            x = to_unit(train_x[idx])
+            loss = loss_fn(model(x), x)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(idx)
+        val = evaluate(model, test_x)
+        row = {
+            "epoch": epoch,
+            "train_loss": total / len(train_x),
+            "val_loss": val["mse"],
+            "val_psnr_db": val["psnr_mean_db"],
+            "seconds": time.perf_counter() - start,
+        }
+        history.append(row)
+        log.info(
+            "epoch %3d/%d  train %.5f  val %.5f  psnr %.2f dB  %.0fs",
+            epoch, config.epochs, row["train_loss"], row["val_loss"], row["val_psnr_db"], row["seconds"],
+        )  # fmt: skip
+    return model, history
+
+
+def write_pictures(out: Path, history: list[dict[str, float]], model: Autoencoder, test_x: torch.Tensor) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [row["epoch"] for row in history]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(epochs, [row["train_loss"] for row in history], label="train")
+    ax.plot(epochs, [row["val_loss"] for row in history], label="validation (test set)")
+    ax.set(xlabel="epoch", ylabel="MSE", yscale="log", title="mlp6 autoencoder")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "loss_curve.png", dpi=100)
+    plt.close(fig)
+
+    n = min(10, len(test_x))
+    with torch.inference_mode():
+        originals = to_unit(test_x[:n]).cpu()
+        recon = model.cpu()(originals)
+    fig, axes = plt.subplots(2, n, figsize=(n, 2.2), squeeze=False)
+    for i in range(n):
+        for row, images in enumerate((originals, recon)):
+            axes[row][i].imshow(images[i].reshape(28, 28).numpy(), cmap="gray", vmin=0, vmax=1)
+            axes[row][i].axis("off")
+    fig.suptitle("test digits (top) and their reconstructions from 24 bytes (bottom)", fontsize=8)
+    fig.savefig(out / "reconstructions.png", dpi=100)
+    plt.close(fig)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    config = parse_args(argv)
+    command = " ".join(["python -m app.train", shlex.join(sys.argv[1:] if argv is None else argv)]).strip()
+    try:
+        device = pick_device(config.device)
+        train_x, test_x, md5s = load_mnist(config.data_root, config.limit)
+    except (DataError, StartupError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    log.info("training on %d digits, validating on %d, device %s", len(train_x), len(test_x), device)
+    model, history = train(config, train_x, test_x, device)
+    test = evaluate(model, test_x.to(device))
+    metrics: dict[str, Any] = {
+        "command": command,
+        "arch": ARCH,
+        "config": {**asdict(config), "out": str(config.out), "data_root": str(config.data_root)},
+        "device": str(device),
+        "torch": str(torch.__version__),
+        "data_md5": md5s,
+        "train_digits": len(train_x),
+        "test_digits": len(test_x),
+        "train_seconds": round(history[-1]["seconds"], 1),
+        "epochs": history,
+        "test": test,
+    }
+    config.out.mkdir(parents=True, exist_ok=True)
+    metrics["model_id"] = save_checkpoint(config.out / f"{ARCH}.pt", model.cpu(), metadata=metrics)
+    (config.out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_pictures(config.out, history, model, test_x.cpu())
+    log.info(
+        "done in %.0fs: test MSE %.4f, mean PSNR %.2f dB (%.2f dB as served); model %s",
+        metrics["train_seconds"], test["mse"], test["psnr_mean_db"], test["served_psnr_mean_db"], metrics["model_id"],
+    )  # fmt: skip
+    if not all(math.isfinite(v) for v in test.values()):
+        print("error: training diverged (non-finite test metrics)", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

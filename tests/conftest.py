@@ -1,0 +1,71 @@
+"""Shared fixtures: the committed weights, a tiny random checkpoint, an in-process client, real digits."""
+
+import io
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import torch
+from fastapi import FastAPI
+from PIL import Image
+
+from app.main import create_app
+from app.model import Autoencoder, save_checkpoint
+from app.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+COMMITTED_WEIGHTS = ROOT / "model_weights" / "mlp6.pt"
+DIGITS_DIR = Path(__file__).resolve().parent / "data" / "digits"
+
+
+def png_bytes(image: Image.Image, **save_args: object) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", **save_args)
+    return buffer.getvalue()
+
+
+def load_digits() -> list[tuple[str, bytes, np.ndarray]]:
+    """(name, PNG bytes, (28, 28) uint8 pixels) of the real MNIST test digits under tests/data."""
+    digits = []
+    for path in sorted(DIGITS_DIR.glob("*.png")):
+        data = path.read_bytes()
+        digits.append((path.stem, data, np.asarray(Image.open(io.BytesIO(data)))))
+    return digits
+
+
+@pytest.fixture(scope="session")
+def digits() -> list[tuple[str, bytes, np.ndarray]]:
+    found = load_digits()
+    assert len(found) >= 20, f"expected about 20 digits in {DIGITS_DIR}"
+    return found
+
+
+@pytest.fixture(scope="session")
+def seven_png(digits: list[tuple[str, bytes, np.ndarray]]) -> bytes:
+    return next(data for name, data, _ in digits if name.endswith("digit7"))
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A randomly initialised checkpoint: loads like the real one, in no time."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("weights") / "mlp6.pt"
+    save_checkpoint(path, Autoencoder(), {"note": "random weights for tests"})
+    return path
+
+
+@pytest.fixture
+def app() -> FastAPI:
+    return create_app(Settings(weights=COMMITTED_WEIGHTS, device="cpu"))
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """httpx against the ASGI app, inside its lifespan (the model loaded)."""
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://codec.test") as client,
+    ):
+        yield client

