@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 SERVE_ARGS := app.main:app --host 0.0.0.0 --port 8000 --timeout-graceful-shutdown 10
 
 .DEFAULT_GOAL := help
-.PHONY: help install serve test lint train data clean
+.PHONY: help install serve test lint train data soak clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -23,8 +23,8 @@ serve: install ## start the service on port 8000 with the committed weights
 	$(BIN)/uvicorn $(SERVE_ARGS)
 
 lint: install ## ruff (lint and format check) and mypy
-	$(BIN)/ruff check app tests
-	$(BIN)/ruff format --check app tests
+	$(BIN)/ruff check app tests bench
+	$(BIN)/ruff format --check app tests bench
 	$(BIN)/mypy
 
 test: lint ## lint, then the whole test suite
@@ -35,6 +35,9 @@ data: install ## fetch and verify MNIST under data/
 
 train: install ## retrain the reference model into model_weights/ (about 3 minutes on 2 cores)
 	$(BIN)/python -m app.train
+
+soak: install ## 20,000 mixed requests at concurrency 64 against a real server; prints status counts, latency, RSS
+	$(BIN)/python -m bench.soak
 
 clean: ## remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

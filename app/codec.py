@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from app import imaging, latent
-from app.errors import LatentError, StartupError
+from app.errors import StartupError
 from app.model import LoadedModel
 
 
@@ -24,6 +24,7 @@ def pick_device(requested: str) -> torch.device:
 class Codec:
     def __init__(self, loaded: LoadedModel, device: torch.device) -> None:
         self.model = loaded.model.to(device)
+        self.name = loaded.arch
         self.model_id = loaded.model_id
         self.metadata = loaded.metadata
         self.device = device
@@ -39,8 +40,7 @@ class Codec:
     def decode(self, data: bytes) -> bytes:
         """24 latent bytes -> an 8-bit grayscale 28x28 PNG."""
         z = torch.from_numpy(latent.unpack(data)).reshape(1, -1).to(self.device)
-        y = self.model.decode(z)
-        if not torch.isfinite(y).all():  # e.g. 3e38 overflows to inf - inf in a layer
-            raise LatentError("latent values are too large to decode")
+        # 3e38 would overflow to inf - inf = NaN inside the network; see latent.CLAMP.
+        y = self.model.decode(z.clamp(-latent.CLAMP, latent.CLAMP))
         pixels = (y.clamp(0, 1) * 255).round().to(torch.uint8)
         return imaging.write_digit(pixels.reshape(imaging.SIDE, imaging.SIDE).cpu().numpy())

@@ -1,13 +1,15 @@
-"""The HTTP edge: reading request bodies, the upload limit, and errors as JSON.
+"""The HTTP edge: reading request bodies and answering errors as JSON.
 
 This is the one place that maps the domain errors of `app.errors` to status
 codes. Every error body is JSON `{"detail": "<what was wrong>"}`.
 """
 
+import logging
+
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.datastructures import UploadFile
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.requests import ClientDisconnect
 
 from app.errors import (
     BodyTooLargeError,
@@ -15,13 +17,17 @@ from app.errors import (
     ImageError,
     ImageSizeError,
     LatentError,
+    ModelMismatchError,
     NotPNGError,
     RequestFormatError,
 )
 
+log = logging.getLogger("app")
+
 # Most specific first: the first match decides.
 STATUS_BY_ERROR: list[tuple[type[CodecError], int]] = [
     (BodyTooLargeError, 413),
+    (ModelMismatchError, 409),
     (NotPNGError, 415),
     (ImageSizeError, 422),
     (ImageError, 400),
@@ -40,59 +46,14 @@ def install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, CodecError)
         return JSONResponse({"detail": str(exc)}, status_code=status_for(exc))
 
-    async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
-        # Starlette re-raises after this response, and the server logs the
-        # traceback once; the client learns nothing about our internals.
-        return JSONResponse({"detail": "internal server error"}, status_code=500)
+    async def client_disconnect(request: Request, exc: Exception) -> Response:
+        # Nobody is left to answer: one line in the log, no traceback. Starlette
+        # closes the upload's spooled files when the form is garbage collected.
+        log.info("client disconnected during the request body of %s %s", request.method, request.url.path)
+        return Response(status_code=400)
 
     app.add_exception_handler(CodecError, codec_error)
-    app.add_exception_handler(Exception, unexpected_error)
-
-
-class BodySizeLimit:
-    """Refuse request bodies over `max_bytes` with 413, without reading the rest.
-
-    A declared Content-Length over the limit fails on the first read; a chunked
-    body fails as soon as the running count passes it. The error is raised
-    from `receive`, inside the handler, so the usual JSON error handler answers.
-    """
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = _content_length(scope)
-        received = 0
-
-        async def limited_receive() -> Message:
-            nonlocal received
-            if declared is not None and declared > self.max_bytes:
-                raise self._too_large(f"{declared} bytes")
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise self._too_large(f"more than {self.max_bytes} bytes")
-            return message
-
-        await self.app(scope, limited_receive, send)
-
-    def _too_large(self, size: str) -> BodyTooLargeError:
-        return BodyTooLargeError(f"request body of {size} is over the limit of {self.max_bytes} bytes")
-
-
-def _content_length(scope: Scope) -> int | None:
-    for name, value in scope["headers"]:
-        if name == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return None
-    return None
+    app.add_exception_handler(ClientDisconnect, client_disconnect)
 
 
 async def read_file_field(request: Request, field: str, what: str) -> bytes:

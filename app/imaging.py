@@ -18,7 +18,7 @@ import struct
 import warnings
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageFile, UnidentifiedImageError
 
 from app.errors import ImageError, ImageSizeError, NotPNGError
 
@@ -27,6 +27,8 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 # Far above 28x28, far below anything that could hurt; Pillow errors at twice this.
 Image.MAX_IMAGE_PIXELS = 1024 * 1024
+# A cut-off PNG is an error, never a half-black digit.
+ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 # Magic numbers of images people upload by mistake, to answer "415: send a PNG".
 _OTHER_FORMATS = (

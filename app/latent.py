@@ -11,8 +11,10 @@ Format "6xf32le", version 1 (the reference model):
 Exactly 24 bytes, no header, no padding: the six latent values in the order of the
 encoder's output units. `numpy.fromfile(path, dtype="<f4")` reads one back, and N
 latents stored end to end are an (N, 6) "<f4" array. Every value must be finite;
-NaN and +/-Inf are rejected. Finite values of any magnitude are accepted (the
-decoder's output is clamped to [0, 1] whatever its input).
+NaN and +/-Inf are rejected. Finite values of any magnitude are accepted: the
+decoder first clamps each to [-CLAMP, CLAMP] (1e6, far beyond the encoder's
+range of a few tens) so that no value can overflow inside the network, and its
+output is clamped to [0, 1].
 
 This module is the only place that packs, unpacks or validates latent bytes.
 """
@@ -21,9 +23,11 @@ import numpy as np
 
 from app.errors import LatentError
 
+FORMAT_NAME = "6xf32le"
 LATENT_DIMS = 6
 DTYPE = np.dtype("<f4")
 LATENT_BYTES = LATENT_DIMS * DTYPE.itemsize  # 24
+CLAMP = 1e6
 
 
 def pack(z: np.ndarray) -> bytes:

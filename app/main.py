@@ -1,4 +1,4 @@
-"""The FastAPI service: /encode, /decode, /healthz, /readyz.
+"""The FastAPI service: /encode, /decode, /models, /healthz, /readyz.
 
 Run it with `uvicorn app.main:app --host 0.0.0.0 --port 8000` (the Dockerfile's
 command). The model is loaded once, in the lifespan, before the first request;
@@ -11,33 +11,47 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
 from app import imaging, latent
 from app.codec import Codec, pick_device
-from app.errors import StartupError
-from app.http import BodySizeLimit, install_error_handlers, read_file_field
+from app.errors import ModelMismatchError, StartupError
+from app.http import install_error_handlers, read_file_field
+from app.middleware import BodySizeLimit, CatchUnexpected, ConcurrencyLimit
 from app.model import load_checkpoint
+from app.schemas import ErrorBody, Health, LatentFormatInfo, ModelInfo, ModelList, Ready
 from app.settings import Settings, get_settings
 
 log = logging.getLogger("app")
 
 OCTET_STREAM = "application/octet-stream"
 BINARY = {"type": "string", "format": "binary"}
-ERROR_BODY = {
-    "application/json": {
-        "schema": {"type": "object", "properties": {"detail": {"type": "string"}}, "required": ["detail"]}
-    }
-}
 LATENT_DOC = (
     f"{latent.LATENT_BYTES} bytes: {latent.LATENT_DIMS} little-endian float32 values "
     '(numpy.fromfile(path, dtype="<f4"))'
 )
+ERROR_DESCRIPTIONS = {
+    400: "Empty, corrupt or truncated upload.",
+    409: "X-Model-Id names other weights than the ones loaded.",
+    413: "Request body over the upload limit.",
+    415: "An image, but not a PNG.",
+    422: "Wrong size, wrong length, non-finite values, or a malformed request.",
+    503: "Model not loaded yet, or over capacity (see Retry-After).",
+}
 
 
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    return {code: {"description": "Error; `detail` says what was wrong.", "content": ERROR_BODY} for code in codes}
+    return {code: {"model": ErrorBody, "description": ERROR_DESCRIPTIONS[code]} for code in codes}
+
+
+def _configure_logging() -> None:
+    """uvicorn configures only its own loggers; give ours a handler once."""
+    if not log.handlers and not logging.getLogger().handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s: %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
 
 
 class CodecAPI(FastAPI):
@@ -79,16 +93,41 @@ def _codec(request: Request) -> Codec:
     return codec
 
 
+def _check_model_id(request: Request, codec: Codec) -> None:
+    """A client may say which weights made its latent; other weights would decode garbage."""
+    claimed = request.headers.get("x-model-id")
+    if claimed is not None and claimed != codec.model_id:
+        raise ModelMismatchError(f"the latent was made by model {claimed!r}; this server has {codec.model_id!r}")
+
+
+def _describe(codec: Codec) -> ModelInfo:
+    test = codec.metadata.get("test", {})
+    return ModelInfo(
+        name=codec.name,
+        id=codec.model_id,
+        default=True,
+        device=str(codec.device),
+        latent_format=LatentFormatInfo(
+            name=latent.FORMAT_NAME, bytes=latent.LATENT_BYTES, dtype=latent.DTYPE.str, dims=latent.LATENT_DIMS
+        ),
+        test_metrics={k: float(v) for k, v in test.items() if isinstance(v, int | float)},
+    )
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
+    _configure_logging()
     app = CodecAPI(
         title="mnist-codec",
         summary="Compress 28x28 MNIST digits to 24 bytes with a learned autoencoder.",
         version="0.1.0",
         lifespan=lifespan,
     )
-    app.state.settings = settings or get_settings()
+    app.state.settings = settings = settings or get_settings()
     app.state.codec = None
-    app.add_middleware(BodySizeLimit, max_bytes=app.state.settings.max_upload_bytes)
+    # add_middleware wraps: the last added runs first.
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(CatchUnexpected)
+    app.add_middleware(ConcurrencyLimit, limit=settings.max_concurrency)
     install_error_handlers(app)
 
     @app.post(
@@ -100,7 +139,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "description": LATENT_DOC + ". Header X-Model-Id names the weights.",
                 "content": {OCTET_STREAM: {"schema": BINARY}},
             },
-            **_errors(400, 413, 415, 422),
+            **_errors(400, 413, 415, 422, 503),
         },
         openapi_extra={
             "requestBody": {
@@ -108,6 +147,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "content": {
                     "multipart/form-data": {
                         "schema": {"type": "object", "required": ["img"], "properties": {"img": BINARY}},
+                        "encoding": {"img": {"contentType": "image/png"}},
                     }
                 },
             }
@@ -125,9 +165,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         response_class=Response,
         responses={
             200: {"description": "28x28 8-bit grayscale PNG.", "content": {"image/png": {"schema": BINARY}}},
-            **_errors(400, 413, 422),
+            **_errors(400, 409, 413, 422, 503),
         },
         openapi_extra={
+            "parameters": [
+                {
+                    "name": "X-Model-Id",
+                    "in": "header",
+                    "required": False,
+                    "description": "The id /encode returned with this latent; other weights answer 409.",
+                    "schema": {"type": "string"},
+                }
+            ],
             "requestBody": {
                 "required": True,
                 "description": LATENT_DOC + ", as the raw body or as the file field 'latent' of a multipart form.",
@@ -135,9 +184,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     OCTET_STREAM: {"schema": BINARY},
                     "multipart/form-data": {
                         "schema": {"type": "object", "required": ["latent"], "properties": {"latent": BINARY}},
+                        "encoding": {"latent": {"contentType": OCTET_STREAM}},
                     },
                 },
-            }
+            },
         },
     )
     async def decode(request: Request) -> Response:
@@ -146,22 +196,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         else:  # any other type is the raw latent (curl --data-binary sends form-urlencoded)
             data = await request.body()
         codec = _codec(request)
+        _check_model_id(request, codec)
         return Response(codec.decode(data), media_type="image/png", headers={"X-Model-Id": codec.model_id})
 
-    @app.get("/healthz", summary="The process is alive")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    @app.get("/models", summary="The models this server holds", responses=_errors(503))
+    async def models(request: Request) -> ModelList:
+        codec = _codec(request)
+        return ModelList(default=codec.name, models=[_describe(codec)])
 
-    @app.get(
-        "/readyz",
-        summary="The model is loaded and requests are served",
-        responses={503: {"description": "Not ready yet.", "content": ERROR_BODY}},
-    )
-    async def readyz(request: Request) -> JSONResponse:
-        codec: Codec | None = request.app.state.codec
-        if codec is None:
-            return JSONResponse({"detail": "model not loaded"}, status_code=503)
-        return JSONResponse({"status": "ready", "model_id": codec.model_id, "device": str(codec.device)})
+    @app.get("/healthz", summary="The process is alive")
+    async def healthz() -> Health:
+        return Health(status="ok")
+
+    @app.get("/readyz", summary="The model is loaded and requests are served", responses=_errors(503))
+    async def readyz(request: Request) -> Ready:
+        codec = _codec(request)
+        return Ready(status="ready", model_id=codec.model_id, device=str(codec.device))
 
     return app
 

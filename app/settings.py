@@ -21,6 +21,9 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(
         default=1024 * 1024, gt=0, description="Largest request body accepted; larger ones get 413."
     )
+    max_concurrency: int = Field(
+        default=512, gt=0, description="Requests in progress at once; more get 503 with Retry-After."
+    )
 
 
 @lru_cache

@@ -36,6 +36,12 @@ def load_digits() -> list[tuple[str, bytes, np.ndarray]]:
 
 
 @pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    """uvicorn runs the app on asyncio; async tests do too (not trio, even when installed)."""
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
 def digits() -> list[tuple[str, bytes, np.ndarray]]:
     found = load_digits()
     assert len(found) >= 20, f"expected about 20 digits in {DIGITS_DIR}"

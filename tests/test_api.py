@@ -8,7 +8,7 @@ import httpx
 import numpy as np
 import pytest
 import torch
-from conftest import png_bytes
+from conftest import COMMITTED_WEIGHTS, png_bytes
 from fastapi import FastAPI
 from PIL import Image
 
@@ -194,3 +194,54 @@ async def test_openapi_describes_binary_bodies(client: httpx.AsyncClient) -> Non
     assert list(decode_op["responses"]["200"]["content"]) == ["image/png"]
     for code in ("400", "413", "415", "422"):
         assert "application/json" in encode_op["responses"][code]["content"]
+
+
+def _flavours(pixels: np.ndarray) -> dict[str, bytes]:
+    gray = Image.fromarray(pixels)
+    return {
+        "L": png_bytes(gray),
+        "RGB": png_bytes(gray.convert("RGB")),
+        "RGBA": png_bytes(gray.convert("RGBA")),
+        "LA": png_bytes(gray.convert("LA")),
+        "P": png_bytes(gray.convert("P")),
+        "16-bit": png_bytes(Image.fromarray(pixels.astype(np.uint16) * 257)),
+        "optimized": png_bytes(gray, optimize=True),
+    }
+
+
+async def test_every_flavour_of_a_digit_gives_the_same_latent(client: httpx.AsyncClient, digits: Digits) -> None:
+    for name, _, pixels in digits[:5]:
+        latents = {flavour: (await encode(client, data)).content for flavour, data in _flavours(pixels).items()}
+        assert len(set(latents.values())) == 1, f"{name}: {latents}"
+
+
+async def test_latents_are_identical_across_requests_and_restarts(tiny_weights: Path, digits: Digits) -> None:
+    runs = []
+    for _ in range(2):  # two separate app instances: a restart
+        app = create_app(Settings(weights=COMMITTED_WEIGHTS, device="cpu"))
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://codec.test") as client,
+        ):
+            runs.append([(await encode(client, png)).content for _, png, _ in digits])
+            runs.append([(await encode(client, png)).content for _, png, _ in digits])
+    assert all(run == runs[0] for run in runs)
+
+
+async def test_decode_checks_the_model_id_it_is_given(client: httpx.AsyncClient, seven_png: bytes) -> None:
+    encoded = await encode(client, seven_png)
+    same = await client.post("/decode", content=encoded.content, headers={"X-Model-Id": encoded.headers["x-model-id"]})
+    assert same.status_code == 200
+    other = await client.post("/decode", content=encoded.content, headers={"X-Model-Id": "mlp6-000000000000"})
+    assert other.status_code == 409
+    assert "mlp6-000000000000" in other.json()["detail"]
+    assert encoded.headers["x-model-id"] in other.json()["detail"]
+
+
+async def test_models_lists_the_loaded_model(client: httpx.AsyncClient, app: FastAPI) -> None:
+    body = (await client.get("/models")).json()
+    assert body["default"] == "mlp6"
+    (model,) = body["models"]
+    assert model["id"] == app.state.codec.model_id and model["default"] is True
+    assert model["latent_format"] == {"name": "6xf32le", "bytes": 24, "dtype": "<f4", "dims": 6}
+    assert model["test_metrics"]["mse"] <= 0.0225 and model["test_metrics"]["psnr_mean_db"] > 17

@@ -1,11 +1,13 @@
 import io
 import struct
 import zlib
+from functools import cache
 
 import numpy as np
+import png  # pypng: writes the Adam7-interlaced PNGs that Pillow cannot
 import pytest
 from conftest import png_bytes
-from PIL import Image, PngImagePlugin
+from PIL import Image, ImageFile, PngImagePlugin
 
 from app import imaging
 from app.errors import ImageError, ImageSizeError, NotPNGError
@@ -22,6 +24,22 @@ def png_header_only(width: int, height: int) -> bytes:
     """A PNG that claims a size in its header and holds no pixels at all."""
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     return imaging.PNG_SIGNATURE + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
+
+
+@cache
+def bomb(side: int = 12_000) -> bytes:
+    """A real side x side all-black PNG: about 140 kB on the wire, 144 MB once decoded."""
+    compressor = zlib.compressobj(9)
+    row = b"\0" * (side + 1)  # filter byte + pixels
+    idat = b"".join(compressor.compress(row) for _ in range(side)) + compressor.flush()
+    ihdr = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    return imaging.PNG_SIGNATURE + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def interlaced(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    png.Writer(28, 28, greyscale=True, bitdepth=8, interlace=True).write(buffer, pixels.tolist())
+    return buffer.getvalue()
 
 
 def with_text_chunks(image: Image.Image) -> bytes:
@@ -41,6 +59,7 @@ def with_text_chunks(image: Image.Image) -> bytes:
         pytest.param(png_bytes(Image.fromarray(GRAY).convert("P")), id="P"),
         pytest.param(png_bytes(Image.fromarray(GRAY.astype(np.uint16) * 257)), id="16-bit"),
         pytest.param(with_text_chunks(Image.fromarray(GRAY)), id="text-chunks"),
+        pytest.param(interlaced(GRAY), id="adam7-interlaced"),
         pytest.param(png_bytes(Image.fromarray(GRAY), optimize=True), id="optimized"),
     ],
 )
@@ -106,6 +125,7 @@ def _gif() -> bytes:
         pytest.param(png_bytes(Image.new("L", (29, 28))), ImageSizeError, "received 29x28", id="29x28"),
         pytest.param(png_bytes(Image.new("L", (1, 1))), ImageSizeError, "received 1x1", id="1x1"),
         pytest.param(png_header_only(100_000, 100_000), ImageSizeError, "100000x100000", id="header-bomb"),
+        pytest.param(bomb(), ImageSizeError, "12000x12000", id="12000x12000-bomb"),
     ],
 )
 def test_bad_uploads_are_refused(data: bytes, error: type[Exception], message: str) -> None:
@@ -117,3 +137,25 @@ def test_write_digit_is_8_bit_gray_28x28() -> None:
     image = Image.open(io.BytesIO(imaging.write_digit(GRAY)))
     assert (image.format, image.mode, image.size) == ("PNG", "L", (28, 28))
     np.testing.assert_array_equal(np.asarray(image), GRAY)
+
+
+def test_interlaced_png_really_is_interlaced() -> None:
+    assert interlaced(GRAY)[28] == 1  # IHDR's interlace method byte: Adam7
+
+
+@pytest.mark.parametrize(
+    "data",
+    [pytest.param(bomb(), id="12000x12000"), pytest.param(png_header_only(100_000, 100_000), id="100000x100000")],
+)
+def test_size_is_decided_before_pillow_sees_the_pixels(data: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("Pillow was asked to open an oversized PNG")
+
+    monkeypatch.setattr(Image, "open", refuse)
+    with pytest.raises(ImageSizeError):
+        imaging.read_digit(data)
+
+
+def test_pillow_safety_settings() -> None:
+    assert Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS <= 1024 * 1024
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is False

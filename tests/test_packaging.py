@@ -5,7 +5,8 @@ import tomllib
 
 import yaml
 from conftest import ROOT
-from test_server import container_command
+
+from bench.server import container_command
 
 
 def test_container_runs_uvicorn_on_all_interfaces_port_8000() -> None:
@@ -39,6 +40,8 @@ def test_compose_serves_port_8000_on_a_gpu_with_healthcheck() -> None:
     assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
     assert "/readyz" in json.dumps(service["healthcheck"]["test"])
     assert service["restart"] in ("unless-stopped", "always", "on-failure")
+    assert service["read_only"] is True and "/tmp" in service["tmpfs"]
+    assert service["user"] not in ("root", "0")
     grace = int(service["stop_grace_period"].removesuffix("s"))
     argv = container_command()
     assert grace > int(argv[argv.index("--timeout-graceful-shutdown") + 1])

@@ -1,105 +1,128 @@
 """A real uvicorn process on a loopback port, started with the Dockerfile's own command."""
 
-import json
-import os
 import re
 import signal
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from conftest import COMMITTED_WEIGHTS, ROOT
+import torch
+from conftest import COMMITTED_WEIGHTS
 
-BIN = Path(sys.executable).parent
-
-
-def container_command() -> list[str]:
-    """The Dockerfile's exec-form CMD."""
-    line = next(line for line in (ROOT / "Dockerfile").read_text().splitlines() if line.startswith("CMD "))
-    argv: list[str] = json.loads(line.removeprefix("CMD "))
-    return argv
+from app.model import Autoencoder, ModelArgs, save_checkpoint
+from bench.server import Server
 
 
-def loopback_command(port: int) -> list[str]:
-    """The container's command, on 127.0.0.1:`port` instead of 0.0.0.0:8000."""
-    argv = container_command()
-    argv[argv.index("--host") + 1] = "127.0.0.1"
-    argv[argv.index("--port") + 1] = str(port)
-    return [str(BIN / argv[0]), *argv[1:]]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start(weights: Path, port: int) -> subprocess.Popen[str]:
-    env = {**os.environ, "MNIST_CODEC_WEIGHTS": str(weights), "MNIST_CODEC_DEVICE": "cpu"}
-    return subprocess.Popen(
-        loopback_command(port), cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-
-
-def wait_ready(url: str, process: subprocess.Popen[str], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"server exited with {process.returncode}: {process.stdout.read() if process.stdout else ''}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    pytest.fail("server did not become ready in time")
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[tuple[str, subprocess.Popen[str]]]:
-    port = free_port()
-    process = start(COMMITTED_WEIGHTS, port)
-    url = f"http://127.0.0.1:{port}"
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    running = Server(COMMITTED_WEIGHTS, tmp_path / "server.log")
     try:
-        wait_ready(url, process)
-        yield url, process
+        running.wait_ready()
+        yield running
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(10)
-        if process.stdout:
-            process.stdout.close()
+        running.stop()
 
 
-def test_round_trip_over_real_http(server: tuple[str, subprocess.Popen[str]], seven_png: bytes) -> None:
-    url, _ = server
-    with httpx.Client(base_url=url, timeout=10) as client:
+def raw_request(port: int, head: str, body: bytes) -> socket.socket:
+    """Open a connection and send `head` plus part of a body, leaving the request unfinished."""
+    conn = socket.create_connection(("127.0.0.1", port), timeout=10)
+    conn.sendall(head.encode() + body)
+    return conn
+
+
+def read_response(conn: socket.socket) -> bytes:
+    chunks = []
+    while chunk := conn.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_round_trip_over_real_http(server: Server, seven_png: bytes) -> None:
+    with httpx.Client(base_url=server.url, timeout=10) as client:
         encoded = client.post("/encode", files={"img": ("7.png", seven_png, "image/png")})
         assert encoded.status_code == 200 and len(encoded.content) == 24
         decoded = client.post("/decode", content=encoded.content, headers={"content-type": "application/octet-stream"})
         assert decoded.status_code == 200 and decoded.content.startswith(b"\x89PNG")
         assert decoded.headers["x-model-id"] == encoded.headers["x-model-id"]
         assert client.post("/decode", content=b"short").status_code == 422
+        too_big = client.post("/decode", content=b"\0" * (2 * 1024 * 1024))
+        assert too_big.status_code == 413 and too_big.headers["content-type"] == "application/json"
 
 
-def test_sigterm_stops_the_server_cleanly(server: tuple[str, subprocess.Popen[str]]) -> None:
-    _, process = server
-    process.send_signal(signal.SIGTERM)
+def test_sigterm_lets_the_request_in_flight_finish(server: Server) -> None:
+    head = (
+        "POST /decode HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/octet-stream\r\n"
+        "Content-Length: 24\r\nConnection: close\r\n\r\n"
+    )
+    conn = raw_request(server.port, head, b"\0" * 10)  # in flight: 14 bytes still to come
+    time.sleep(0.3)
+    server.process.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    with pytest.raises(httpx.TransportError):  # no new connections once shutting down
+        httpx.get(f"{server.url}/healthz", timeout=2)
+    conn.sendall(b"\0" * 14)
+    response = read_response(conn)
+    conn.close()
+    assert response.startswith(b"HTTP/1.1 200"), response[:200]
+    assert b"\x89PNG" in response
     # uvicorn shuts down gracefully, then re-raises the signal so the exit status tells why it stopped.
-    assert process.wait(timeout=15) in (0, -signal.SIGTERM)
-    output = process.stdout.read() if process.stdout else ""
-    assert "Application shutdown complete" in output
-    assert "Traceback" not in output
+    assert server.process.wait(timeout=15) in (0, -signal.SIGTERM)
+    assert "Application shutdown complete" in server.log
+    assert "Traceback" not in server.log
 
 
-def test_missing_checkpoint_exits_non_zero_with_one_clear_line(tmp_path: Path) -> None:
-    process = start(tmp_path / "missing.pt", free_port())
-    output, _ = process.communicate(timeout=60)
-    assert process.returncode != 0
-    assert "Traceback" not in output
-    assert re.search(r"cannot start: checkpoint .*missing\.pt not found", output), output
+def test_a_client_leaving_mid_upload_is_one_info_line(server: Server, seven_png: bytes) -> None:
+    head = (
+        "POST /encode HTTP/1.1\r\nHost: localhost\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+        "Content-Length: 5000\r\n\r\n"
+    )
+    part = b'--b\r\nContent-Disposition: form-data; name="img"; filename="7.png"\r\n\r\n' + seven_png[:100]
+    fds_before = server.open_fds()
+    for _ in range(5):
+        raw_request(server.port, head, part).close()
+    time.sleep(0.5)
+    with httpx.Client(base_url=server.url, timeout=10) as client:  # still serving
+        assert client.post("/encode", files={"img": ("7.png", seven_png)}).status_code == 200
+    log = server.log
+    assert log.count("client disconnected during the request body of POST /encode") == 5, log
+    assert "Traceback" not in log
+    assert server.open_fds() <= fds_before + 1  # the client's own keep-alive connection at most
+
+
+def _truncated(tmp_path: Path) -> Path:
+    path = tmp_path / "truncated.pt"
+    path.write_bytes(COMMITTED_WEIGHTS.read_bytes()[:5000])
+    return path
+
+
+def _wrong_architecture(tmp_path: Path) -> Path:
+    path = tmp_path / "wide.pt"
+    save_checkpoint(path, Autoencoder(ModelArgs(hidden=(256, 64, 12))), {})
+    checkpoint = torch.load(path, weights_only=True)
+    checkpoint["model_args"]["hidden"] = [128, 64, 12]
+    torch.save(checkpoint, path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        pytest.param(lambda tmp: tmp / "missing.pt", r"checkpoint .*missing\.pt not found", id="missing"),
+        pytest.param(_truncated, r"checkpoint .*truncated\.pt is unreadable", id="truncated"),
+        pytest.param(_wrong_architecture, r"checkpoint .*wide\.pt does not fit", id="wrong-architecture"),
+    ],
+)
+def test_a_bad_checkpoint_exits_non_zero_with_one_clear_line(make, message: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    server = Server(make(tmp_path), tmp_path / "server.log")
+    try:
+        returncode = server.process.wait(timeout=60)
+    finally:
+        server.stop()
+    assert returncode != 0
+    log = server.log
+    assert "Traceback" not in log
+    assert len(re.findall(message, log)) == 1, log
+    assert re.search(r"cannot start: " + message, log), log
