@@ -1,15 +1,21 @@
 """The model at work: pixels to latent bytes and latent bytes to PNG.
 
 Pixel mapping, the same as in training: byte b -> b / 255 on the way in; output
-y -> round(clamp(y, 0, 1) * 255) on the way out.
+y -> round(clamp(y, 0, 1) * 255) on the way out. The arithmetic is the engine's
+(`app.engine`): float64, so a digit's bytes do not depend on what it was batched
+with.
 """
 
 import numpy as np
 import torch
 
 from app import imaging, latent
+from app.batching import MicroBatcher
+from app.engine import make_engine
 from app.errors import StartupError
 from app.model import LoadedModel
+
+PIXELS = imaging.SIDE * imaging.SIDE
 
 
 def pick_device(requested: str) -> torch.device:
@@ -23,24 +29,53 @@ def pick_device(requested: str) -> torch.device:
 
 class Codec:
     def __init__(self, loaded: LoadedModel, device: torch.device) -> None:
-        self.model = loaded.model.to(device)
         self.name = loaded.arch
         self.model_id = loaded.model_id
         self.metadata = loaded.metadata
         self.device = device
+        self.engine = make_engine(loaded.model, device)
+        self.encode_batcher: MicroBatcher | None = None
+        self.decode_batcher: MicroBatcher | None = None
 
-    @torch.inference_mode()
+    def enable_batching(self, max_batch: int, max_wait_us: int) -> None:
+        """Let concurrent single requests share model calls (app/batching.py)."""
+        self.encode_batcher = MicroBatcher(self.engine.encode, max_batch, max_wait_us)
+        self.decode_batcher = MicroBatcher(self._decode_rows, max_batch, max_wait_us)
+
+    def encode_many(self, pixels: np.ndarray) -> bytes:
+        """(N, 28, 28) uint8 digits -> N x 24 latent bytes, end to end."""
+        return latent.pack_many(self.engine.encode(pixels.reshape(len(pixels), PIXELS)))
+
     def encode(self, pixels: np.ndarray) -> bytes:
         """A (28, 28) uint8 digit -> 24 latent bytes."""
-        x = torch.tensor(pixels.reshape(1, -1), device=self.device)
-        z = self.model.encode(x.to(torch.float32) / 255)
-        return latent.pack(z.cpu().numpy())
+        return self.encode_many(pixels[np.newaxis])
 
-    @torch.inference_mode()
+    def _decode_rows(self, z: np.ndarray) -> np.ndarray:
+        # 3e38 would overflow to inf - inf = NaN inside the network; see latent.CLAMP.
+        return self.engine.decode(np.clip(z, -latent.CLAMP, latent.CLAMP))
+
+    def decode_many(self, z: np.ndarray) -> np.ndarray:
+        """(N, 6) finite latent values -> (N, 28, 28) uint8 digits."""
+        return self._decode_rows(z).reshape(len(z), imaging.SIDE, imaging.SIDE)
+
+    def decode_pixels(self, data: bytes) -> np.ndarray:
+        """24 latent bytes -> a (28, 28) uint8 digit; LatentError when they break the format."""
+        pixels: np.ndarray = self.decode_many(latent.unpack(data)[np.newaxis])[0]
+        return pixels
+
     def decode(self, data: bytes) -> bytes:
         """24 latent bytes -> an 8-bit grayscale 28x28 PNG."""
-        z = torch.from_numpy(latent.unpack(data)).reshape(1, -1).to(self.device)
-        # 3e38 would overflow to inf - inf = NaN inside the network; see latent.CLAMP.
-        y = self.model.decode(z.clamp(-latent.CLAMP, latent.CLAMP))
-        pixels = (y.clamp(0, 1) * 255).round().to(torch.uint8)
-        return imaging.write_digit(pixels.reshape(imaging.SIDE, imaging.SIDE).cpu().numpy())
+        return imaging.write_digit(self.decode_pixels(data))
+
+    async def encode_one(self, pixels: np.ndarray) -> bytes:
+        """`encode`, through the micro-batcher when batching is on."""
+        if self.encode_batcher is None:
+            return self.encode(pixels)
+        return latent.pack(await self.encode_batcher.submit(pixels.reshape(PIXELS)))
+
+    async def decode_one(self, data: bytes) -> bytes:
+        """`decode`, through the micro-batcher when batching is on."""
+        if self.decode_batcher is None:
+            return self.decode(data)
+        row = await self.decode_batcher.submit(latent.unpack(data))
+        return imaging.write_digit(row.reshape(imaging.SIDE, imaging.SIDE))

@@ -5,12 +5,14 @@ codes. Every error body is JSON `{"detail": "<what was wrong>"}`.
 """
 
 import logging
+from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.datastructures import UploadFile
 from starlette.requests import ClientDisconnect
 
+from app.codec import Codec
 from app.errors import (
     BodyTooLargeError,
     CodecError,
@@ -21,8 +23,23 @@ from app.errors import (
     NotPNGError,
     RequestFormatError,
 )
+from app.schemas import ErrorBody
 
 log = logging.getLogger("app")
+
+ERROR_DESCRIPTIONS = {
+    400: "Empty, corrupt or truncated upload.",
+    409: "X-Model-Id names other weights than the ones loaded.",
+    413: "Request body over the upload limit.",
+    415: "An image, but not a PNG.",
+    422: "Wrong size, wrong length, non-finite values, or a malformed request.",
+    503: "Model not loaded yet, or over capacity (see Retry-After).",
+}
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    return {code: {"model": ErrorBody, "description": ERROR_DESCRIPTIONS[code]} for code in codes}
+
 
 # Most specific first: the first match decides.
 STATUS_BY_ERROR: list[tuple[type[CodecError], int]] = [
@@ -56,6 +73,13 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ClientDisconnect, client_disconnect)
 
 
+def current_codec(request: Request) -> Codec:
+    codec: Codec | None = request.app.state.codec
+    if codec is None:  # only reachable when the lifespan has not run
+        raise HTTPException(503, "model not loaded")
+    return codec
+
+
 async def read_file_field(request: Request, field: str, what: str) -> bytes:
     """The bytes of the one file part named `field` of a multipart/form-data body."""
     content_type = request.headers.get("content-type", "")
@@ -78,3 +102,23 @@ async def read_file_field(request: Request, field: str, what: str) -> bytes:
         if not isinstance(part, UploadFile):
             raise RequestFormatError(f"field '{field}' must be a file upload ({example}), not a text field")
         return await part.read()
+
+
+async def read_file_fields(request: Request, field: str, what: str, max_items: int) -> list[bytes]:
+    """The bytes of every file part named `field`, in order; at least one, at most `max_items`."""
+    content_type = request.headers.get("content-type", "")
+    example = f"curl -F {field}=@FILE1 -F {field}=@FILE2"
+    if not content_type.startswith("multipart/form-data"):
+        raise RequestFormatError(f"expected multipart/form-data with file fields '{field}' ({example})")
+    async with request.form(max_files=max_items + 1, max_fields=8) as form:
+        parts = form.getlist(field)
+        if not parts:
+            raise RequestFormatError(f"no file field '{field}' holding {what} ({example})")
+        if len(parts) > max_items:
+            raise RequestFormatError(f"at most {max_items} '{field}' parts per request; received more")
+        data = []
+        for index, part in enumerate(parts):
+            if not isinstance(part, UploadFile):
+                raise RequestFormatError(f"item {index}: field '{field}' must be a file upload, not a text field")
+            data.append(await part.read())
+        return data

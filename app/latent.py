@@ -50,3 +50,24 @@ def unpack(data: bytes) -> np.ndarray:
         bad = [int(i) for i in np.flatnonzero(~np.isfinite(z))]
         raise LatentError(f"latent values must be finite; value(s) at index {bad} are NaN or infinite")
     return z
+
+
+def pack_many(z: np.ndarray) -> bytes:
+    """(N, 6) latent values as N x 24 wire bytes, end to end."""
+    if z.ndim != 2 or z.shape[1] != LATENT_DIMS:
+        raise ValueError(f"expected an (N, {LATENT_DIMS}) array, got {z.shape}")
+    return np.ascontiguousarray(z, dtype=DTYPE).tobytes()
+
+
+def unpack_many(data: bytes) -> np.ndarray:
+    """N x 24 wire bytes as an (N, 6) float32 array; LatentError names the first bad latent."""
+    if len(data) % LATENT_BYTES:
+        raise LatentError(
+            f"a batch of latents is a multiple of {LATENT_BYTES} bytes ({LATENT_DIMS} little-endian float32 "
+            f"values each); received {len(data)} bytes"
+        )
+    z = np.frombuffer(data, dtype=DTYPE).reshape(-1, LATENT_DIMS).astype(np.float32)
+    finite = np.isfinite(z).all(axis=1)
+    if not finite.all():
+        raise LatentError(f"latent {int(np.argmin(finite))} holds NaN or infinite values; all must be finite")
+    return z

@@ -8,19 +8,19 @@ a checkpoint that cannot be loaded stops the process with one line.
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
 from app import imaging, latent
+from app.batch import router as batch_router
 from app.codec import Codec, pick_device
 from app.errors import ModelMismatchError, StartupError
-from app.http import install_error_handlers, read_file_field
+from app.http import current_codec, error_responses, install_error_handlers, read_file_field
 from app.middleware import BodySizeLimit, CatchUnexpected, ConcurrencyLimit
 from app.model import load_checkpoint
-from app.schemas import ErrorBody, Health, LatentFormatInfo, ModelInfo, ModelList, Ready
+from app.schemas import Health, LatentFormatInfo, ModelInfo, ModelList, Ready
 from app.settings import Settings, get_settings
 
 log = logging.getLogger("app")
@@ -31,18 +31,6 @@ LATENT_DOC = (
     f"{latent.LATENT_BYTES} bytes: {latent.LATENT_DIMS} little-endian float32 values "
     '(numpy.fromfile(path, dtype="<f4"))'
 )
-ERROR_DESCRIPTIONS = {
-    400: "Empty, corrupt or truncated upload.",
-    409: "X-Model-Id names other weights than the ones loaded.",
-    413: "Request body over the upload limit.",
-    415: "An image, but not a PNG.",
-    422: "Wrong size, wrong length, non-finite values, or a malformed request.",
-    503: "Model not loaded yet, or over capacity (see Retry-After).",
-}
-
-
-def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    return {code: {"model": ErrorBody, "description": ERROR_DESCRIPTIONS[code]} for code in codes}
 
 
 def _configure_logging() -> None:
@@ -77,20 +65,17 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     try:
         device = pick_device(settings.device)
-        app.state.codec = Codec(load_checkpoint(settings.weights, device), device)
+        codec = Codec(load_checkpoint(settings.weights, device), device)
     except StartupError as exc:
         app.state.startup_error = str(exc)
         raise
-    log.info("serving model %s on %s", app.state.codec.model_id, device)
+    batching = settings.batching == "on" or (settings.batching == "auto" and device.type == "cuda")
+    if batching:
+        codec.enable_batching(settings.batch_max_size, settings.batch_max_wait_us)
+    app.state.codec = codec
+    log.info("serving model %s on %s, micro-batching %s", codec.model_id, device, "on" if batching else "off")
     yield
     app.state.codec = None
-
-
-def _codec(request: Request) -> Codec:
-    codec: Codec | None = request.app.state.codec
-    if codec is None:  # only reachable when the lifespan has not run
-        raise HTTPException(503, "model not loaded")
-    return codec
 
 
 def _check_model_id(request: Request, codec: Codec) -> None:
@@ -125,7 +110,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings = settings or get_settings()
     app.state.codec = None
     # add_middleware wraps: the last added runs first.
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
+    batch_limits = {path: settings.max_batch_bytes for path in ("/encode/batch", "/decode/batch")}
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes, per_path=batch_limits)
     app.add_middleware(CatchUnexpected)
     app.add_middleware(ConcurrencyLimit, limit=settings.max_concurrency)
     install_error_handlers(app)
@@ -139,7 +125,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "description": LATENT_DOC + ". Header X-Model-Id names the weights.",
                 "content": {OCTET_STREAM: {"schema": BINARY}},
             },
-            **_errors(400, 413, 415, 422, 503),
+            **error_responses(400, 413, 415, 422, 503),
         },
         openapi_extra={
             "requestBody": {
@@ -155,8 +141,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     async def encode(request: Request) -> Response:
         png = await read_file_field(request, "img", "a 28x28 PNG")
-        codec = _codec(request)
-        body = codec.encode(imaging.read_digit(png))
+        codec = current_codec(request)
+        body = await codec.encode_one(imaging.read_digit(png))
         return Response(body, media_type=OCTET_STREAM, headers={"X-Model-Id": codec.model_id})
 
     @app.post(
@@ -165,7 +151,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         response_class=Response,
         responses={
             200: {"description": "28x28 8-bit grayscale PNG.", "content": {"image/png": {"schema": BINARY}}},
-            **_errors(400, 409, 413, 422, 503),
+            **error_responses(400, 409, 413, 422, 503),
         },
         openapi_extra={
             "parameters": [
@@ -195,22 +181,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             data = await read_file_field(request, "latent", LATENT_DOC)
         else:  # any other type is the raw latent (curl --data-binary sends form-urlencoded)
             data = await request.body()
-        codec = _codec(request)
+        codec = current_codec(request)
         _check_model_id(request, codec)
-        return Response(codec.decode(data), media_type="image/png", headers={"X-Model-Id": codec.model_id})
+        png = await codec.decode_one(data)
+        return Response(png, media_type="image/png", headers={"X-Model-Id": codec.model_id})
 
-    @app.get("/models", summary="The models this server holds", responses=_errors(503))
+    app.include_router(batch_router)
+
+    @app.get("/models", summary="The models this server holds", responses=error_responses(503))
     async def models(request: Request) -> ModelList:
-        codec = _codec(request)
+        codec = current_codec(request)
         return ModelList(default=codec.name, models=[_describe(codec)])
 
     @app.get("/healthz", summary="The process is alive")
     async def healthz() -> Health:
         return Health(status="ok")
 
-    @app.get("/readyz", summary="The model is loaded and requests are served", responses=_errors(503))
+    @app.get("/readyz", summary="The model is loaded and requests are served", responses=error_responses(503))
     async def readyz(request: Request) -> Ready:
-        codec = _codec(request)
+        codec = current_codec(request)
         return Ready(status="ready", model_id=codec.model_id, device=str(codec.device))
 
     return app

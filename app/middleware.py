@@ -32,17 +32,19 @@ class BodySizeLimit:
     JSON error handler answers.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, per_path: dict[str, int] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.per_path = per_path or {}  # e.g. a larger limit for the batch endpoints
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.per_path.get(scope["path"], self.max_bytes)
         declared = _content_length(scope)
-        if declared is not None and declared > self.max_bytes:
-            await send_json(send, 413, {"detail": str(self._too_large(f"{declared} bytes"))})
+        if declared is not None and declared > limit:
+            await send_json(send, 413, {"detail": str(_too_large(f"{declared} bytes", limit))})
             return
         received = 0
 
@@ -51,14 +53,15 @@ class BodySizeLimit:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise self._too_large(f"more than {self.max_bytes} bytes")
+                if received > limit:
+                    raise _too_large(f"more than {limit} bytes", limit)
             return message
 
         await self.app(scope, limited_receive, send)
 
-    def _too_large(self, size: str) -> BodyTooLargeError:
-        return BodyTooLargeError(f"request body of {size} is over the limit of {self.max_bytes} bytes")
+
+def _too_large(size: str, limit: int) -> BodyTooLargeError:
+    return BodyTooLargeError(f"request body of {size} is over the limit of {limit} bytes")
 
 
 def _content_length(scope: Scope) -> int | None:

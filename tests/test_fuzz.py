@@ -50,10 +50,29 @@ png_uploads = st.one_of(
     st.binary(max_size=200).map(lambda tail: imaging.PNG_SIGNATURE + tail),  # magic then garbage
     st.binary(max_size=200),
 )
-latent_bodies = st.one_of(latents, st.binary(max_size=64))
+latent_bodies = st.one_of(latents, st.lists(latents, max_size=4).map(b"".join), st.binary(max_size=64))
+
+
+@st.composite
+def npy_digits(draw: st.DrawFn) -> bytes:
+    """A .npy body: mostly the expected uint8 (N, 28, 28), sometimes another dtype or shape."""
+    count = draw(st.integers(1, 3))
+    shape, dtype = draw(
+        st.sampled_from(
+            [((count, 28, 28), "u1")] * 4 + [((count, 784), "u1"), ((count, 28, 28), "<f4"), ((0, 28, 28), "u1")]
+        )
+    )
+    array = np.frombuffer(draw(st.binary(min_size=1, max_size=1)) * int(np.prod(shape)), dtype="u1")
+    buffer = io.BytesIO()
+    np.save(buffer, array.reshape(shape).astype(dtype))
+    return buffer.getvalue()
+
+
+npy_bodies = st.one_of(npy_digits(), st.binary(max_size=200))
 
 schemathesis.openapi.media_type("image/png", png_uploads)
 schemathesis.openapi.media_type("application/octet-stream", latent_bodies)
+schemathesis.openapi.media_type("application/x-npy", npy_bodies)
 
 app = create_app(Settings(weights=COMMITTED_WEIGHTS, device="cpu"))
 app.state.codec = Codec(load_checkpoint(COMMITTED_WEIGHTS), torch.device("cpu"))  # the lifespan's work
@@ -73,7 +92,7 @@ def test_every_answer_conforms_to_the_schema(case: schemathesis.Case) -> None:
 
 def test_the_fuzzer_reached_success_and_failure_paths() -> None:
     """The strategies above are not just noise: both endpoints saw 200s and 4xx."""
-    for path in ("/encode", "/decode"):
+    for path in ("/encode", "/decode", "/encode/batch", "/decode/batch"):
         assert statuses[(path, 200)] > 0, statuses
         assert any(status >= 400 for (p, status) in statuses if p == path), statuses
 

@@ -7,6 +7,8 @@ import numpy as np
 import png  # pypng: writes the Adam7-interlaced PNGs that Pillow cannot
 import pytest
 from conftest import png_bytes
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image, ImageFile, PngImagePlugin
 
 from app import imaging
@@ -159,3 +161,48 @@ def test_size_is_decided_before_pillow_sees_the_pixels(data: bytes, monkeypatch:
 def test_pillow_safety_settings() -> None:
     assert Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS <= 1024 * 1024
     assert ImageFile.LOAD_TRUNCATED_IMAGES is False
+
+
+def pillow_pixels(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)).convert("L"))
+
+
+@given(st.binary(min_size=784, max_size=784), st.sampled_from([0, 1, 6, 9]), st.booleans())
+@settings(max_examples=100, deadline=None)
+def test_fast_path_reads_what_pillow_reads(raw: bytes, level: int, optimize: bool) -> None:
+    pixels = np.frombuffer(raw, dtype=np.uint8).reshape(28, 28)
+    data = png_bytes(Image.fromarray(pixels), compress_level=level, optimize=optimize)
+    np.testing.assert_array_equal(imaging.read_digit(data), pillow_pixels(data))
+
+
+def test_plain_gray_skips_pillows_png_parser(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = with_text_chunks(Image.fromarray(GRAY))
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the fast path should have read this PNG")
+
+    monkeypatch.setattr(Image, "open", refuse)
+    np.testing.assert_array_equal(imaging.read_digit(data), GRAY)
+
+
+def test_gray_transparency_is_composited_over_black() -> None:
+    transparent = int(GRAY[0, 0])
+    pixels = imaging.read_digit(png_bytes(Image.fromarray(GRAY), transparency=transparent))
+    np.testing.assert_array_equal(pixels, np.where(transparent == GRAY, 0, GRAY))
+
+
+def test_a_bad_crc_is_an_error_not_a_digit() -> None:
+    data = bytearray(png_bytes(Image.fromarray(GRAY)))
+    idat = data.index(b"IDAT")
+    data[idat + 6] ^= 0xFF  # flip bits inside the compressed pixels, leave the CRC as it was
+    with pytest.raises(ImageError):
+        imaging.read_digit(bytes(data))
+
+
+def test_written_pngs_read_back_exactly_everywhere() -> None:
+    data = imaging.write_digit(GRAY)
+    np.testing.assert_array_equal(pillow_pixels(data), GRAY)
+    reader = png.Reader(bytes=data)  # an independent decoder
+    width, height, rows, info = reader.read()
+    assert (width, height, info["bitdepth"], info["greyscale"]) == (28, 28, 8, True)
+    np.testing.assert_array_equal(np.array([list(row) for row in rows], dtype=np.uint8), GRAY)

@@ -1,0 +1,68 @@
+"""Serving arithmetic: numpy and torch agree, and a digit's bytes never depend on its batch."""
+
+import numpy as np
+import pytest
+import torch
+from conftest import COMMITTED_WEIGHTS
+from torch import nn
+
+from app.engine import NumpyMLP, TorchEngine, make_engine
+from app.model import load_checkpoint
+
+rng = np.random.default_rng(3)
+
+
+@pytest.fixture(scope="module")
+def digits_784(digits: list[tuple[str, bytes, np.ndarray]]) -> np.ndarray:
+    real = np.stack([pixels.reshape(784) for _, _, pixels in digits])
+    noise = rng.integers(0, 256, size=(300, 784), dtype=np.uint8)
+    return np.concatenate([real, noise])
+
+
+@pytest.fixture(scope="module")
+def latents() -> np.ndarray:
+    return rng.normal(0, 20, size=(300, 6)).astype(np.float32)
+
+
+def engines() -> tuple[NumpyMLP, TorchEngine]:
+    numpy_engine = make_engine(load_checkpoint(COMMITTED_WEIGHTS).model, torch.device("cpu"))
+    assert isinstance(numpy_engine, NumpyMLP)
+    return numpy_engine, TorchEngine(load_checkpoint(COMMITTED_WEIGHTS).model, torch.device("cpu"))
+
+
+def test_numpy_and_torch_engines_give_the_same_bytes(digits_784: np.ndarray, latents: np.ndarray) -> None:
+    numpy_engine, torch_engine = engines()
+    np.testing.assert_array_equal(numpy_engine.encode(digits_784), torch_engine.encode(digits_784))
+    np.testing.assert_array_equal(numpy_engine.decode(latents), torch_engine.decode(latents))
+
+
+@pytest.mark.parametrize("engine_index", [pytest.param(0, id="numpy"), pytest.param(1, id="torch")])
+def test_results_do_not_depend_on_the_batch(engine_index: int, digits_784: np.ndarray, latents: np.ndarray) -> None:
+    engine = engines()[engine_index]
+    whole = engine.encode(digits_784)
+    singles = np.concatenate([engine.encode(digits_784[i : i + 1]) for i in range(len(digits_784))])
+    order = rng.permutation(len(digits_784))
+    shuffled = np.empty_like(whole)
+    for chunk in np.array_split(order, 7):  # odd batch sizes, other neighbours
+        shuffled[chunk] = engine.encode(digits_784[chunk])
+    assert whole.tobytes() == singles.tobytes() == shuffled.tobytes()
+
+    decoded = engine.decode(latents)
+    one_by_one = np.concatenate([engine.decode(latents[i : i + 1]) for i in range(len(latents))])
+    assert decoded.tobytes() == one_by_one.tobytes()
+
+
+def test_anything_but_a_plain_mlp_runs_in_torch() -> None:
+    class ConvNet(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.encoder = nn.Sequential(nn.Unflatten(1, (1, 28, 28)), nn.Conv2d(1, 2, 3), nn.Flatten())
+            self.decoder = nn.Sequential(nn.Linear(2, 784), nn.Sigmoid())
+
+    assert isinstance(make_engine(ConvNet(), torch.device("cpu")), TorchEngine)
+
+
+def test_decoder_output_is_rounded_half_to_even_and_clamped() -> None:
+    numpy_engine, _ = engines()
+    numpy_engine.decoder = [lambda h: np.array([[-0.5, 0.0, 0.5 / 255, 1.5 / 255, 1.0, 7.0]])]
+    np.testing.assert_array_equal(numpy_engine.decode(np.zeros((1, 6), np.float32)), [[0, 0, 0, 2, 255, 255]])
