@@ -56,6 +56,13 @@ def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    """asyncio only, as under uvicorn; anyio would also run every async test on trio once trio is installed
+    (selenium, in the dev extra, brings it)."""
+    return "asyncio"
+
+
 @pytest.fixture
 def app() -> FastAPI:
     return create_app(Settings(weights=COMMITTED_WEIGHTS, device="cpu"))
