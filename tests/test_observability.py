@@ -3,10 +3,12 @@
 import json
 import logging
 import re
+import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
+from conftest import LiveServer
 from fastapi import FastAPI, Request
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -160,3 +162,17 @@ async def test_one_json_access_line_per_request(
     assert (line["method"], line["path"], line["endpoint"], line["status"]) == ("POST", "/decode", "/decode", 422)
     assert isinstance(line["duration_ms"], float) and line["duration_ms"] >= 0
     assert isinstance(line["bytes_out"], int) and line["bytes_out"] > 0
+
+
+def test_the_real_server_logs_json_lines_instead_of_uvicorns(live_server: LiveServer) -> None:
+    response = httpx.get(f"{live_server.url}/healthz", headers={"x-request-id": "live-log-1"}, timeout=5)
+    assert response.headers["x-request-id"] == "live-log-1"
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        lines = [line for line in live_server.log.read_text().splitlines() if "live-log-1" in line]
+        if lines:
+            break
+        time.sleep(0.05)
+    assert len(lines) == 1, live_server.log.read_text()
+    assert json.loads(lines[0])["endpoint"] == "/healthz"
+    assert '"GET /healthz HTTP/1.1"' not in live_server.log.read_text()  # uvicorn's access line is off
