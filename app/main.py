@@ -20,6 +20,7 @@ from app.errors import StartupError
 from app.http import BodySizeLimit, install_error_handlers, read_file_field
 from app.model import load_checkpoint
 from app.observability import install_observability
+from app.pages import install_pages
 from app.settings import Settings, get_settings
 
 log = logging.getLogger("app")
@@ -164,6 +165,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return JSONResponse({"detail": "model not loaded"}, status_code=503)
         return JSONResponse({"status": "ready", "model_id": codec.model_id, "device": str(codec.device)})
 
+    install_pages(app)  # the demo page at /
     install_observability(app)  # last: its middleware is the outermost; X-Request-Id, GET /metrics
     return app
 
