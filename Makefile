@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 SERVE_ARGS := app.main:app --host 0.0.0.0 --port 8000 --timeout-graceful-shutdown 10 --no-access-log
 
 .DEFAULT_GOAL := help
-.PHONY: help install serve test lint browser train data clean
+.PHONY: help install serve test lint test-tools train data clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -30,10 +30,10 @@ lint: install ## ruff (lint and format check) and mypy
 test: lint ## lint, then the whole test suite
 	$(BIN)/python -m pytest
 
-browser: ## install Debian's chromium and chromium-driver for the demo-page test (once; needs root or sudo)
-	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then echo "chromium and chromedriver are installed"; \
-	else SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
-	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; fi
+test-tools: ## install Debian's chromium, chromium-driver (demo-page test) and nginx (proxy test); root or sudo
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ] && [ -x /usr/sbin/nginx ]; then echo "test tools installed"; \
+	else SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); $$SUDO apt-get update -qq && \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver nginx-light; fi
 
 data: install ## fetch and verify MNIST under data/
 	$(BIN)/python -m app.data --root data

@@ -1,7 +1,7 @@
 """The demo page in a real headless Chromium, against a real uvicorn on loopback.
 
-Driven by selenium with Debian's `chromium` and `chromium-driver` (`.ci/run` installs
-them). Without them the test skips with the reason, except in CI (CI=true), where
+Driven by selenium with Debian's `chromium` and `chromium-driver` (`make test-tools`
+installs them; `.ci/run` runs it). Without them the test skips with the reason, except in CI (CI=true), where
 it fails. MNIST_CODEC_SCREENSHOT=docs/demo.png writes the README's screenshot.
 """
 
@@ -38,7 +38,7 @@ WAIT_S = 20
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
     missing = [str(path) for path in (CHROMIUM, CHROMEDRIVER) if not path.exists()]
     if missing:
-        reason = f"{' and '.join(missing)} missing: apt-get install chromium chromium-driver"
+        reason = f"{' and '.join(missing)} missing: make test-tools (apt-get install chromium chromium-driver)"
         if os.environ.get("CI") == "true":
             pytest.fail(f"{reason} (CI runs the browser test; .ci/run installs them)")
         pytest.skip(reason)
