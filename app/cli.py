@@ -191,6 +191,8 @@ def run_jobs(
                     finish(job, exc)
 
     groups = [jobs[i : i + chunk] for i in range(0, len(jobs), chunk)]
+    if many is not None and groups:
+        convert(groups.pop(0))  # first alone: learns whether the batch endpoint exists, once
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         futures: list[Future[None]] = [pool.submit(convert, group) for group in groups]
         done, _ = wait(futures, return_when=FIRST_EXCEPTION)

@@ -189,8 +189,8 @@ def convert(fake: FakeServer, sources: list[Path], out: Path, batch_size: int, m
 @pytest.mark.parametrize(
     ("batch", "requests"),
     [
-        pytest.param(True, {"/encode/batch": 3}, id="batch-endpoint"),
-        pytest.param(False, {"/encode": 20}, id="fallback"),
+        pytest.param(True, {"/encode/batch": 3, "/encode": 0}, id="batch-endpoint"),
+        pytest.param(False, {"/encode/batch": 1, "/encode": 20}, id="fallback-asks-once"),
     ],
 )
 def test_many_files_use_the_batch_endpoint_where_it_exists(
@@ -198,7 +198,7 @@ def test_many_files_use_the_batch_endpoint_where_it_exists(
 ) -> None:
     fake = FakeServer(batch)
     sources = sorted(DIGITS_DIR.glob("*.png"))
-    assert convert(fake, sources, tmp_path, batch_size=8, model="small") == 0
+    assert convert(fake, sources, tmp_path, batch_size=8, model="small") == 0  # jobs=2
     assert len(list(tmp_path.glob("*.lat"))) == len(sources)
     paths = [request.url.path for request in fake.requests]
     assert {path: paths.count(path) for path in requests} == requests
