@@ -4,6 +4,7 @@ import argparse
 import io
 import subprocess
 import sys
+import time
 import tomllib
 from pathlib import Path
 
@@ -175,6 +176,7 @@ class FakeServer:
         if request.url.path == "/encode/batch" and self.batch:
             parts = request.read().count(b'name="img"')
             return httpx.Response(200, content=bytes(24 * parts), headers=headers)
+        time.sleep(0.05)  # a slow "no": workers running at once would each ask before one learns
         return httpx.Response(404, json={"detail": "Not Found"})
 
 
