@@ -6,6 +6,7 @@ it fails. MNIST_CODEC_SCREENSHOT=docs/demo.png writes the README's screenshot.
 """
 
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,7 +32,8 @@ FLAGS = [
     "--no-first-run",
     "--window-size=1000,760",
 ]
-WAIT_S = 20
+WAIT_S = 20  # for one page event
+BOUND_S = 120  # for the whole module: then chromedriver is killed and what is left fails
 
 
 @pytest.fixture(scope="module")
@@ -49,9 +51,13 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
     driver = webdriver.Chrome(options=options, service=Service(executable_path=str(CHROMEDRIVER)))
     driver.set_page_load_timeout(WAIT_S)
     driver.set_script_timeout(WAIT_S)
+    watchdog = threading.Timer(BOUND_S, driver.service.process.kill)
+    watchdog.daemon = True
+    watchdog.start()
     try:
         yield driver
     finally:
+        watchdog.cancel()
         driver.quit()
 
 
