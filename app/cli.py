@@ -205,9 +205,21 @@ def run_jobs(
     return tally
 
 
+def local_weights(given: Path | None) -> Path:
+    """--weights, else the service's setting; a relative default not found here is tried beside
+    the package too, so `--local` finds the committed weights from any folder of a checkout."""
+    if given is not None:
+        return given
+    configured = get_settings().weights
+    beside_package = Path(__file__).resolve().parent.parent / configured
+    if not configured.is_absolute() and not configured.exists() and beside_package.exists():
+        return beside_package
+    return configured
+
+
 def open_backend(args: argparse.Namespace) -> Backend:
     if args.local:
-        return LocalCodec(args.weights or get_settings().weights, get_settings().device)
+        return LocalCodec(local_weights(args.weights), get_settings().device)
     return RemoteCodec(args.url, model=args.model, timeout=args.timeout, connections=getattr(args, "jobs", 4))
 
 

@@ -15,6 +15,7 @@ from test_server import container_command, free_port
 
 from app import cli
 from app.client import RemoteCodec
+from app.settings import Settings
 
 
 def run(*argv: str) -> int:
@@ -102,6 +103,15 @@ def test_local_round_trip_and_summary(tmp_path: Path, capsys: pytest.CaptureFixt
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith(f"encoded {len(latents)} of {len(latents)} files ({24 * len(latents)} bytes)")
     assert "0 failed (in process; model mlp6-" in out[1]
+
+
+def test_local_finds_the_committed_weights_from_any_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MNIST_CODEC_WEIGHTS", raising=False)
+    monkeypatch.setattr(cli, "get_settings", Settings)  # read now, not the cached settings
+    monkeypatch.chdir(tmp_path)
+    assert cli.local_weights(None) == COMMITTED_WEIGHTS
+    assert run("encode", str(DIGITS_DIR / "test0000_digit7.png"), "-o", "7.lat", "--local", "-q") == 0
+    assert (tmp_path / "7.lat").stat().st_size == 24
 
 
 def test_a_bad_file_fails_alone_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
