@@ -140,12 +140,13 @@ def run_jobs(
     batch_size: int,
     progress: Progress,
 ) -> Tally:
-    """Convert every job, `workers` at a time; `many` (when given) converts a chunk at once.
+    """Convert every job, `workers` requests at a time.
 
-    A file that fails is reported and counted; an unreachable codec stops the run.
+    With `many` (a batch call), the first `batch_size` files go first, alone: if the codec
+    takes them as one batch, the rest follows in batches, else file by file. A file that
+    fails is reported and counted; an unavailable codec stops the run (CodecUnavailable).
     """
     tally = Tally()
-    chunk = batch_size if many is not None else 1
 
     def finish(job: Job, result: bytes | ClientError) -> None:
         with tally.lock:
@@ -167,34 +168,47 @@ def run_jobs(
                     tally.bytes_out += len(result)
             progress.advance()
 
-    def convert(group: list[Job]) -> None:
-        payloads: list[bytes | ClientError] = []
-        for job in group:
-            try:
-                payloads.append(job.source.read_bytes())
-            except OSError as exc:
-                payloads.append(ClientError(f"cannot read: {exc.strerror or exc}"))
-        readable = [p for p in payloads if isinstance(p, bytes)]
-        batch = many(readable) if many is not None and len(readable) > 1 else None
-        results = iter(batch or [])
-        for job, payload in zip(group, payloads, strict=True):
-            if isinstance(payload, ClientError):
-                finish(job, payload)
-            elif batch is not None:
-                finish(job, next(results))
-            else:
-                try:
-                    finish(job, one(payload))
-                except CodecUnavailable:
-                    raise
-                except ClientError as exc:
-                    finish(job, exc)
+    def read(job: Job) -> bytes | ClientError:
+        try:
+            return job.source.read_bytes()
+        except OSError as exc:
+            return ClientError(f"cannot read: {exc.strerror or exc}")
 
-    groups = [jobs[i : i + chunk] for i in range(0, len(jobs), chunk)]
-    if many is not None and groups:
-        convert(groups.pop(0))  # first alone: learns whether the batch endpoint exists, once
+    def as_batch(group: list[Job]) -> bool:
+        """The group in one batch call; False (nothing done) when the codec did not take it."""
+        assert many is not None
+        payloads = [read(job) for job in group]
+        readable = [payload for payload in payloads if isinstance(payload, bytes)]
+        results = many(readable) if len(readable) > 1 else None
+        if results is None:
+            return False
+        latents = iter(results)
+        for job, payload in zip(group, payloads, strict=True):
+            finish(job, payload if isinstance(payload, ClientError) else next(latents))
+        return True
+
+    def one_by_one(group: list[Job]) -> None:
+        for job in group:
+            payload = read(job)
+            try:
+                finish(job, payload if isinstance(payload, ClientError) else one(payload))
+            except CodecUnavailable:
+                raise
+            except ClientError as exc:  # this file only: the server said what is wrong with it
+                finish(job, exc)
+
+    def batch_or_one_by_one(group: list[Job]) -> None:
+        if not as_batch(group):  # a batch refused (a bad file in it, say): file by file names the culprit
+            one_by_one(group)
+
+    tasks: list[tuple[Callable[[list[Job]], None], list[Job]]]
+    if many is not None and jobs and as_batch(jobs[:batch_size]):
+        rest = jobs[batch_size:]
+        tasks = [(batch_or_one_by_one, rest[i : i + batch_size]) for i in range(0, len(rest), batch_size)]
+    else:
+        tasks = [(one_by_one, [job]) for job in jobs]
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        futures: list[Future[None]] = [pool.submit(convert, group) for group in groups]
+        futures: list[Future[None]] = [pool.submit(task, group) for task, group in tasks]
         done, _ = wait(futures, return_when=FIRST_EXCEPTION)
         for future in done:
             failure = future.exception()

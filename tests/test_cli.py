@@ -4,6 +4,7 @@ import argparse
 import io
 import subprocess
 import sys
+import threading
 import time
 import tomllib
 from pathlib import Path
@@ -172,21 +173,29 @@ def test_a_server_error_names_the_file_and_the_status(
 
 
 class FakeServer:
-    """An httpx transport that answers like a server with (or without) /encode/batch."""
+    """An httpx transport that answers like a server with (or without) /encode/batch, slowly
+    enough (20 ms) that requests sent at once overlap; it counts how many were in flight."""
 
     def __init__(self, batch: bool) -> None:
         self.batch = batch
         self.requests: list[httpx.Request] = []
+        self.in_flight = self.most_in_flight = 0
+        self.lock = threading.Lock()
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
+        with self.lock:
+            self.requests.append(request)
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        time.sleep(0.02)
+        with self.lock:
+            self.in_flight -= 1
         headers = {"x-model-id": "mlp6-fake"}
         if request.url.path == "/encode":
             return httpx.Response(200, content=bytes(24), headers=headers)
         if request.url.path == "/encode/batch" and self.batch:
             parts = request.read().count(b'name="img"')
             return httpx.Response(200, content=bytes(24 * parts), headers=headers)
-        time.sleep(0.05)  # a slow "no": workers running at once would each ask before one learns
         return httpx.Response(404, json={"detail": "Not Found"})
 
 
@@ -202,7 +211,7 @@ def convert(fake: FakeServer, sources: list[Path], out: Path, batch_size: int, m
     ("batch", "requests"),
     [
         pytest.param(True, {"/encode/batch": 3, "/encode": 0}, id="batch-endpoint"),
-        pytest.param(False, {"/encode/batch": 1, "/encode": 20}, id="fallback-asks-once"),
+        pytest.param(False, {"/encode/batch": 1, "/encode": 20}, id="no-batch-endpoint-asked-once"),
     ],
 )
 def test_many_files_use_the_batch_endpoint_where_it_exists(
@@ -215,3 +224,11 @@ def test_many_files_use_the_batch_endpoint_where_it_exists(
     paths = [request.url.path for request in fake.requests]
     assert {path: paths.count(path) for path in requests} == requests
     assert all(request.url.params["model"] == "small" for request in fake.requests)
+    assert fake.most_in_flight == 2  # --jobs 2: bounded, and used
+
+
+def test_without_a_batch_endpoint_files_still_go_jobs_at_a_time(tmp_path: Path) -> None:
+    fake = FakeServer(batch=False)
+    sources = sorted(DIGITS_DIR.glob("*.png"))
+    assert convert(fake, sources, tmp_path, batch_size=64) == 0  # all 20 fit in the first, refused, batch
+    assert fake.most_in_flight == 2
