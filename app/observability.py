@@ -9,8 +9,9 @@ For each HTTP request it:
 - takes the client's `X-Request-Id` when it is a sane token (1 to 128 of
   `A-Z a-z 0-9 . _ : -`), else makes a new one (32 hex digits), puts it in
   `request.state.request_id` and echoes it on the response, error responses included;
-- counts the request by endpoint (the route's path template, `other` for no route,
-  so the label set stays small), method and status, and times it;
+- counts the request by endpoint (the route's path template; `other` for unknown
+  paths and the static files, so the label set stays small), method and status, and
+  times it;
 - logs one JSON line on the `app.access` logger (to stdout), which replaces
   uvicorn's own access line (the service runs with `--no-access-log`).
 
