@@ -20,6 +20,8 @@ from app.errors import ModelMismatchError, StartupError
 from app.http import current_codec, error_responses, install_error_handlers, read_file_field
 from app.middleware import BodySizeLimit, CatchUnexpected, ConcurrencyLimit
 from app.model import load_checkpoint
+from app.observability import install_observability
+from app.pages import install_pages
 from app.schemas import Health, LatentFormatInfo, ModelInfo, ModelList, Ready
 from app.settings import Settings, get_settings
 
@@ -202,6 +204,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         codec = current_codec(request)
         return Ready(status="ready", model_id=codec.model_id, device=str(codec.device))
 
+    install_pages(app)  # the demo page at /
+    install_observability(app)  # last: its middleware is the outermost; X-Request-Id, GET /metrics
     return app
 
 

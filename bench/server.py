@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -35,6 +36,22 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def wait_ready(url: str, process: subprocess.Popen[Any], timeout: float = 60, log: Path | None = None) -> None:
+    """Return once `url`/readyz answers 200; RuntimeError if the process dies or time runs out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            output = log.read_text() if log else ""
+            raise RuntimeError(f"server exited with {process.returncode}:\n{output}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"server at {url} not ready after {timeout} s")
+
+
 class Server:
     """One uvicorn process; its output goes to a log file that can be read at any time."""
 
@@ -53,18 +70,7 @@ class Server:
         return self.log_path.read_text()
 
     def wait_ready(self, timeout: float = 60) -> None:
-        """Return once /readyz answers 200; RuntimeError if the process dies or time runs out."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"server not ready after {timeout} s:\n{self.log}")
+        wait_ready(self.url, self.process, timeout, self.log_path)
 
     def stop(self) -> None:
         if self.process.poll() is None:

@@ -1,7 +1,11 @@
 """Shared fixtures: the committed weights, a tiny random checkpoint, an in-process client, real digits."""
 
 import io
-from collections.abc import AsyncIterator
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -75,3 +79,34 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://codec.test") as client,
     ):
         yield client
+
+
+@dataclass
+class LiveServer:
+    url: str
+    log: Path  # the server's stdout and stderr
+    process: subprocess.Popen[bytes]
+
+
+@pytest.fixture(scope="session")
+def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """A real uvicorn on a loopback port, started by `mnist-codec serve` with the committed weights."""
+    from bench.server import free_port, wait_ready
+
+    port = free_port()
+    log = tmp_path_factory.mktemp("live-server") / "server.log"
+    env = {**os.environ, "MNIST_CODEC_WEIGHTS": str(COMMITTED_WEIGHTS), "MNIST_CODEC_DEVICE": "cpu"}
+    command = [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    with open(log, "wb") as out:
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    server = LiveServer(f"http://127.0.0.1:{port}", log, process)
+    try:
+        wait_ready(server.url, process)
+        yield server
+    finally:
+        process.terminate()
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)

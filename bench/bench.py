@@ -1,0 +1,303 @@
+"""Benchmark: `python -m bench.bench` (make bench). Prints its figures and writes BENCHMARKS.md.
+
+1. Single requests against the floor. The service and the do-nothing floor app
+   (bench/floor.py) run side by side with the same uvicorn command and worker
+   count; the same load generator (wrk with a Lua script when installed, else a
+   Python async client) drives each endpoint in turn, alternating service and
+   floor, at concurrency 32, several seconds after a warm-up, for several
+   rounds. Reported: req/s, p50 and p99 latency of the best round, and the
+   ratios service / floor: /encode against the multipart floor, /decode against
+   the raw-body floor.
+2. The same with two workers (scaling on this machine).
+3. Batch endpoints: a 10,000-digit .npy encode, a 10,000-latent decode, and a
+   1,000-PNG multipart encode over HTTP, in digits per second.
+4. Start-up: process start to the first 200 from /readyz.
+5. Micro-batching on the CPU: /encode and /decode with MNIST_CODEC_BATCHING=on.
+"""
+
+import argparse
+import asyncio
+import io
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+import torch
+
+from bench.server import ROOT, Server, free_port, loopback_command
+
+WEIGHTS = ROOT / "model_weights" / "mlp6.pt"
+SEVEN = ROOT / "tests" / "data" / "digits" / "test0000_digit7.png"
+BOUNDARY = "mnistcodecbenchboundary"
+TEST_IMAGES = ROOT / "data" / "MNIST" / "raw" / "t10k-images-idx3-ubyte"
+
+
+@dataclass
+class Load:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+
+
+@dataclass
+class Target:
+    name: str
+    path: str
+    body: bytes
+    content_type: str
+
+
+def multipart(png: bytes) -> bytes:
+    head = f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="img"; filename="7.png"\r\n'
+    return (head + "Content-Type: image/png\r\n\r\n").encode() + png + f"\r\n--{BOUNDARY}--\r\n".encode()
+
+
+# --------------------------------------------------------------------------- load generators
+
+
+def wrk_load(url: str, target: Target, seconds: float, connections: int, workdir: Path) -> Load:
+    body_file = workdir / f"{target.name}.body"
+    body_file.write_bytes(target.body)
+    script = workdir / f"{target.name}.lua"
+    script.write_text(
+        f'local f = io.open("{body_file}", "rb")\nwrk.method = "POST"\nwrk.body = f:read("*all")\nf:close()\n'
+        f'wrk.headers["Content-Type"] = "{target.content_type}"\n'
+    )
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency", "-s", str(script), url + target.path]
+    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    if "Non-2xx" in out:
+        raise RuntimeError(f"non-2xx answers from {url}{target.path}:\n{out}")
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    return Load(rps, _wrk_ms(out, "50%"), _wrk_ms(out, "99%"))
+
+
+def _wrk_ms(out: str, percentile: str) -> float:
+    value, unit = re.search(rf"^\s+{percentile}\s+([\d.]+)(us|ms|s)\s*$", out, re.M).groups()  # type: ignore[union-attr]
+    return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
+
+
+def python_load(url: str, target: Target, seconds: float, connections: int, workdir: Path) -> Load:
+    async def run() -> Load:
+        limits = httpx.Limits(max_connections=connections)
+        headers = {"content-type": target.content_type}
+        latencies: list[float] = []
+        async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
+            deadline = time.perf_counter() + seconds
+
+            async def worker() -> None:
+                while (start := time.perf_counter()) < deadline:
+                    response = await client.post(target.path, content=target.body, headers=headers)
+                    response.raise_for_status()
+                    latencies.append(time.perf_counter() - start)
+
+            began = time.perf_counter()
+            await asyncio.gather(*(worker() for _ in range(connections)))
+            elapsed = time.perf_counter() - began
+        p50, p99 = np.percentile(latencies, [50, 99]) * 1000
+        return Load(len(latencies) / elapsed, float(p50), float(p99))
+
+    return asyncio.run(run())
+
+
+# --------------------------------------------------------------------------- servers
+
+
+def start_floor(port: int, log: Path, workers: int) -> subprocess.Popen[bytes]:
+    argv = loopback_command(port)
+    argv[argv.index("app.main:app")] = "bench.floor:app"
+    argv += ["--workers", str(workers)] if workers > 1 else []
+    with open(log, "w") as out:
+        return subprocess.Popen(argv, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+
+
+def wait_http(url: str, path: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url + path, timeout=1).status_code < 500:
+                return
+        except httpx.TransportError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{url} did not answer")
+
+
+def compare(
+    workers: int, seconds: float, rounds: int, connections: int, workdir: Path, env: dict[str, str] | None = None
+) -> dict[str, Load]:
+    """Best round of each of: service and floor, /encode and /decode."""
+    server = Server(WEIGHTS, workdir / "service.log", env={**(env or {}), **_workers_env(workers)})
+    floor_port = free_port()
+    floor = start_floor(floor_port, workdir / "floor.log", workers)
+    floor_url = f"http://127.0.0.1:{floor_port}"
+    try:
+        server.wait_ready()
+        wait_http(floor_url, "/docs")
+        png = SEVEN.read_bytes()
+        latent = httpx.post(server.url + "/encode", files={"img": ("7.png", png)}).content
+        targets = [
+            Target("encode", "/encode", multipart(png), f"multipart/form-data; boundary={BOUNDARY}"),
+            Target("decode", "/decode", latent, "application/octet-stream"),
+        ]
+        load = wrk_load if shutil.which("wrk") else python_load
+        for target in targets:  # warm-up
+            for url in (server.url, floor_url):
+                load(url, target, 2, connections, workdir)
+        best: dict[str, Load] = {}
+        for _ in range(rounds):
+            for target in targets:
+                for who, url in (("service", server.url), ("floor", floor_url)):
+                    result = load(url, target, seconds, connections, workdir)
+                    key = f"{who} {target.name}"
+                    if key not in best or result.rps > best[key].rps:
+                        best[key] = result
+        return best
+    finally:
+        server.stop()
+        floor.terminate()
+        floor.wait(10)
+
+
+def _workers_env(workers: int) -> dict[str, str]:
+    # bench.server starts the container's command; WEB_CONCURRENCY is uvicorn's --workers.
+    return {"WEB_CONCURRENCY": str(workers)} if workers > 1 else {}
+
+
+# --------------------------------------------------------------------------- batch, start-up
+
+
+def test_digits(count: int) -> np.ndarray:
+    if TEST_IMAGES.is_file():
+        return np.frombuffer(TEST_IMAGES.read_bytes()[16:], dtype=np.uint8).reshape(-1, 28, 28)[:count]
+    return np.random.default_rng(0).integers(0, 256, size=(count, 28, 28), dtype=np.uint8)  # no MNIST on disk
+
+
+def batch_rates(workdir: Path) -> dict[str, float]:
+    server = Server(WEIGHTS, workdir / "batch.log")
+    try:
+        server.wait_ready()
+        digits = test_digits(10_000)
+        buffer = io.BytesIO()
+        np.save(buffer, digits)
+        npy = buffer.getvalue()
+        pngs = [SEVEN.read_bytes()] * 1000
+        rates: dict[str, float] = {}
+        with httpx.Client(base_url=server.url, timeout=120) as client:
+
+            def best_rate(count: int, send: Callable[[], httpx.Response]) -> float:
+                times = []
+                for _ in range(5):
+                    start = time.perf_counter()
+                    send().raise_for_status()
+                    times.append(time.perf_counter() - start)
+                return count / min(times)
+
+            npy_headers = {"content-type": "application/x-npy"}
+            rates["encode npy 10,000"] = best_rate(
+                10_000, lambda: client.post("/encode/batch", content=npy, headers=npy_headers)
+            )
+            latents = client.post("/encode/batch", content=npy, headers=npy_headers).content
+            rates["decode 10,000"] = best_rate(10_000, lambda: client.post("/decode/batch", content=latents))
+            files = [("img", (f"{i}.png", png, "image/png")) for i, png in enumerate(pngs)]
+            rates["encode PNG multipart 1,000"] = best_rate(1000, lambda: client.post("/encode/batch", files=files))
+        return rates
+    finally:
+        server.stop()
+
+
+def startup_seconds(workdir: Path, runs: int = 3) -> float:
+    times = []
+    for run in range(runs):
+        start = time.perf_counter()
+        server = Server(WEIGHTS, workdir / f"start{run}.log")
+        try:
+            server.wait_ready()
+            times.append(time.perf_counter() - start)
+        finally:
+            server.stop()
+    return statistics.median(times)
+
+
+# --------------------------------------------------------------------------- report
+
+
+def machine() -> str:
+    lines = Path("/proc/cpuinfo").read_text().splitlines()
+    cpu = next((line.split(":", 1)[1].strip() for line in lines if "model name" in line), platform.processor())
+    return f"{cpu}, {os.cpu_count()} cores, Linux {platform.release()}, Python {platform.python_version()}"
+
+
+def versions() -> str:
+    import fastapi
+    import uvicorn
+
+    packages = {"torch": torch, "numpy": np, "fastapi": fastapi, "uvicorn": uvicorn}
+    return ", ".join(f"{name} {module.__version__}" for name, module in packages.items())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=int, default=5, help="each measurement (default 5)")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; the best counts (default 3)")
+    parser.add_argument("--connections", type=int, default=32, help="concurrency (default 32)")
+    parser.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md", help="report (default BENCHMARKS.md)")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        one = compare(1, args.seconds, args.rounds, args.connections, workdir)
+        two = compare(2, args.seconds, args.rounds, args.connections, workdir)
+        batched = compare(1, args.seconds, 1, args.connections, workdir, env={"MNIST_CODEC_BATCHING": "on"})
+        rates = batch_rates(workdir)
+        start = startup_seconds(workdir)
+    report = render(args, one, two, batched, rates, start)
+    print(report)
+    args.out.write_text(report)
+    return 0
+
+
+def render(
+    args: argparse.Namespace,
+    one: dict[str, Load],
+    two: dict[str, Load],
+    batched: dict[str, Load],
+    rates: dict[str, float],
+    start: float,
+) -> str:
+    generator = "wrk (1 thread, Lua script for the body)" if shutil.which("wrk") else "Python httpx async client"
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Command: `make bench` (`python -m bench.bench --seconds {args.seconds:g} --rounds {args.rounds}`).",
+        f"Machine: {machine()}; no GPU. Versions: {versions()}.",
+        f"Load: {generator}, {args.connections} connections, best of {args.rounds} alternating rounds of "
+        f"{args.seconds:g} s after a 2 s warm-up. Service and floor run the same uvicorn command.",
+        "",
+        "## Single requests against the floor",
+        "",
+        "| workers | endpoint | service req/s | floor req/s | ratio | service p50 / p99 ms | floor p50 / p99 ms |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for label, results in (("1", one), ("2", two), ("1, micro-batching on", batched)):
+        for name in ("encode", "decode"):
+            s, f = results[f"service {name}"], results[f"floor {name}"]
+            lines.append(
+                f"| {label} | /{name} | {s.rps:,.0f} | {f.rps:,.0f} | {s.rps / f.rps:.2f} | "
+                f"{s.p50_ms:.2f} / {s.p99_ms:.2f} | {f.p50_ms:.2f} / {f.p99_ms:.2f} |"
+            )
+    lines += ["", "## Batch endpoints over HTTP", "", "| request | digits/s |", "|---|---|"]
+    lines += [f"| {name} | {rate:,.0f} |" for name, rate in rates.items()]
+    lines += ["", f"## Start-up\n\nProcess start to the first `/readyz` 200: {start:.2f} s (median of 3).", ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
