@@ -20,6 +20,7 @@ from app import imaging, latent
 from app.codec import Codec
 from app.errors import CodecError, RequestFormatError
 from app.http import current_codec, error_responses, read_file_fields
+from app.observability import observe_batch
 
 NPY = "application/x-npy"
 OCTET_STREAM = "application/octet-stream"
@@ -109,6 +110,7 @@ async def encode_batch(request: Request) -> Response:
     else:
         digits = read_npy_digits(await request.body(), limit)
     codec: Codec = current_codec(request)
+    observe_batch(request, len(digits))
     body = await _run(codec.encode_many, len(digits), digits)
     return Response(body, media_type=OCTET_STREAM, headers={"X-Model-Id": codec.model_id})
 
@@ -127,5 +129,6 @@ async def decode_batch(request: Request) -> Response:
     z = latent.unpack_many(await request.body())
     _check_count(len(z), _settings_limit(request), "latent")
     codec: Codec = current_codec(request)
+    observe_batch(request, len(z))
     pixels = await _run(codec.decode_many, len(z), z)
     return Response(npy_bytes(pixels), media_type=NPY, headers={"X-Model-Id": codec.model_id})

@@ -15,8 +15,15 @@ import numpy as np
 
 
 class MicroBatcher:
-    def __init__(self, run: Callable[[np.ndarray], np.ndarray], max_batch: int, max_wait_us: int) -> None:
+    def __init__(
+        self,
+        run: Callable[[np.ndarray], np.ndarray],
+        max_batch: int,
+        max_wait_us: int,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> None:
         self.run = run  # (N, ...) inputs -> (N, ...) outputs
+        self.on_batch = on_batch  # told each batch's size (metrics)
         self.max_batch = max_batch
         self.max_wait_s = max_wait_us / 1e6
         self.sizes: list[int] = []  # batch sizes run so far, for tests and metrics
@@ -45,6 +52,8 @@ class MicroBatcher:
         if not items:
             return
         self.sizes.append(len(items))
+        if self.on_batch is not None:
+            self.on_batch(len(items))
         try:
             outputs = self.run(np.stack(items))
         except Exception as exc:  # every waiting request learns of it

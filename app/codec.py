@@ -6,6 +6,8 @@ y -> round(clamp(y, 0, 1) * 255) on the way out. The arithmetic is the engine's
 with.
 """
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 
@@ -37,10 +39,16 @@ class Codec:
         self.encode_batcher: MicroBatcher | None = None
         self.decode_batcher: MicroBatcher | None = None
 
-    def enable_batching(self, max_batch: int, max_wait_us: int) -> None:
-        """Let concurrent single requests share model calls (app/batching.py)."""
-        self.encode_batcher = MicroBatcher(self.engine.encode, max_batch, max_wait_us)
-        self.decode_batcher = MicroBatcher(self._decode_rows, max_batch, max_wait_us)
+    def enable_batching(
+        self, max_batch: int, max_wait_us: int, on_batch: Callable[[str, int], None] | None = None
+    ) -> None:
+        """Let concurrent single requests share model calls (app/batching.py); `on_batch(name, size)` counts them."""
+
+        def told(name: str) -> Callable[[int], None] | None:
+            return None if on_batch is None else lambda size: on_batch(name, size)
+
+        self.encode_batcher = MicroBatcher(self.engine.encode, max_batch, max_wait_us, told("/encode"))
+        self.decode_batcher = MicroBatcher(self._decode_rows, max_batch, max_wait_us, told("/decode"))
 
     def encode_many(self, pixels: np.ndarray) -> bytes:
         """(N, 28, 28) uint8 digits -> N x 24 latent bytes, end to end."""

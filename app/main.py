@@ -73,7 +73,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         raise
     batching = settings.batching == "on" or (settings.batching == "auto" and device.type == "cuda")
     if batching:
-        codec.enable_batching(settings.batch_max_size, settings.batch_max_wait_us)
+        metrics = app.state.metrics
+        codec.enable_batching(
+            settings.batch_max_size,
+            settings.batch_max_wait_us,
+            lambda endpoint, size: metrics.batch_size.labels(endpoint=endpoint).observe(size),
+        )
     app.state.codec = codec
     log.info("serving model %s on %s, micro-batching %s", codec.model_id, device, "on" if batching else "off")
     yield

@@ -140,3 +140,18 @@ async def test_micro_batching_changes_no_byte(digits: Digits) -> None:
                 assert max(codec.encode_batcher.sizes) > 1 and max(codec.decode_batcher.sizes) > 1
                 assert max(codec.encode_batcher.sizes) <= 8
     assert results["on"] == results["off"]
+
+
+async def test_batch_sizes_reach_the_metrics(client: httpx.AsyncClient, digits: Digits) -> None:
+    stack = np.stack([pixels for _, _, pixels in digits])
+    await client.post("/encode/batch", content=npy(stack), headers={"content-type": "application/x-npy"})
+    metrics = (await client.get("/metrics")).text
+    assert 'mnist_codec_batch_size_count{endpoint="/encode/batch"} 1.0' in metrics
+    assert f'mnist_codec_batch_size_sum{{endpoint="/encode/batch"}} {len(digits)}.0' in metrics
+
+
+async def test_micro_batch_sizes_reach_the_metrics(digits: Digits) -> None:
+    async for client, _ in running(batching="on", batch_max_size=4, batch_max_wait_us=20_000):
+        await asyncio.gather(*(client.post("/encode", files={"img": ("d.png", p)}) for _, p, _ in digits[:8]))
+        metrics = (await client.get("/metrics")).text
+        assert 'mnist_codec_batch_size_sum{endpoint="/encode"} 8.0' in metrics
