@@ -36,8 +36,11 @@ class Engine(Protocol):
 
 
 def to_bytes(y: np.ndarray) -> np.ndarray:
-    """Network output -> pixel bytes: round(clamp(y, 0, 1) * 255), halves to even."""
-    pixels: np.ndarray = np.rint(np.clip(y, 0.0, 1.0) * 255.0).astype(np.uint8)
+    """Network output -> pixel bytes: round(clamp(y, 0, 1) * 255), halves to even. Overwrites `y`."""
+    np.clip(y, 0.0, 1.0, out=y)
+    y *= 255.0
+    np.rint(y, out=y)
+    pixels: np.ndarray = y.astype(np.uint8)
     return pixels
 
 
@@ -47,9 +50,12 @@ def _relu(h: np.ndarray) -> np.ndarray:
 
 
 def _sigmoid(h: np.ndarray) -> np.ndarray:
-    # exp of a large negative argument overflows to inf harmlessly: 1 / (1 + inf) = 0.
+    # In place: 1 / (1 + exp(-h)). exp overflows to inf harmlessly for h < -709: 1 / inf = 0.
     with np.errstate(over="ignore"):
-        out: np.ndarray = 1.0 / (1.0 + np.exp(-h))
+        np.negative(h, out=h)
+        np.exp(h, out=h)
+        h += 1.0
+        out: np.ndarray = np.reciprocal(h, out=h)
     return out
 
 
