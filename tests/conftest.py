@@ -11,6 +11,7 @@ import torch
 from fastapi import FastAPI
 from PIL import Image
 
+from app import data
 from app.main import create_app
 from app.model import Autoencoder, save_checkpoint
 from app.settings import Settings
@@ -69,3 +70,17 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://codec.test") as client,
     ):
         yield client
+
+
+@pytest.fixture
+def synthetic_mnist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """IDX files of random digits under tmp_path/mnist, with EXPECTED_MD5 pointing at them."""
+    root = tmp_path / "mnist"
+    raw = data.raw_dir(root)
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for images, labels, n in [(data.TRAIN_IMAGES, data.TRAIN_LABELS, 96), (data.TEST_IMAGES, data.TEST_LABELS, 32)]:
+        data.write_idx(raw / images, rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8))
+        data.write_idx(raw / labels, rng.integers(0, 10, size=n, dtype=np.uint8))
+    monkeypatch.setattr(data, "EXPECTED_MD5", {name: data.md5_file(raw / name) for name in data.EXPECTED_MD5})
+    return root
