@@ -4,14 +4,20 @@ Pixel mapping, the same as in training: byte b -> b / 255 on the way in; output
 y -> round(clamp(y, 0, 1) * 255) on the way out. The latent bytes are whatever
 the model's format (`app.latent`) makes of the encoder's output: the service,
 the evaluation and the tests all go through `encode` / `decode_pixels`.
+
+A server holds several codecs (`Codecs`), one per model, by name: the model's
+architecture name (mlp6, mlp24). A request picks one; none picked is the default.
 """
+
+from collections.abc import Iterator
 
 import numpy as np
 import torch
 
 from app import imaging, latent
-from app.errors import LatentError, StartupError
-from app.model import LoadedModel
+from app.errors import LatentError, StartupError, UnknownModelError
+from app.model import LoadedModel, load_checkpoint
+from app.settings import Settings
 
 
 def pick_device(requested: str) -> torch.device:
@@ -26,8 +32,8 @@ def pick_device(requested: str) -> torch.device:
 class Codec:
     def __init__(self, loaded: LoadedModel, device: torch.device) -> None:
         self.model = loaded.model.to(device)
+        self.name = loaded.arch
         self.model_id = loaded.model_id
-        self.arch = loaded.arch
         self.metadata = loaded.metadata
         self.device = device
         self.format = latent.get_format(loaded.model.latent_format)
@@ -52,3 +58,44 @@ class Codec:
     def decode(self, data: bytes) -> bytes:
         """24 latent bytes -> an 8-bit grayscale 28x28 PNG."""
         return imaging.write_digit(self.decode_pixels(data))
+
+
+class Codecs:
+    """The models a server holds, by name, and the one used when a request names none."""
+
+    def __init__(self, codecs: list[Codec], default: str | None = None) -> None:
+        if not codecs:
+            raise StartupError("no model to serve")
+        self.by_name: dict[str, Codec] = {}
+        for codec in codecs:
+            if codec.name in self.by_name:
+                raise StartupError(f"two checkpoints hold a model named {codec.name!r}; serve one of them")
+            self.by_name[codec.name] = codec
+        self.default_name = codecs[0].name if default is None else default
+        if self.default_name not in self.by_name:
+            raise StartupError(f"the default model {default!r} is not among the models served: {self.known()}")
+
+    @property
+    def default(self) -> Codec:
+        return self.by_name[self.default_name]
+
+    def get(self, name: str | None) -> Codec:
+        """The model named `name`, or the default for None; UnknownModelError names the known ones."""
+        if name is None:
+            return self.default
+        try:
+            return self.by_name[name]
+        except KeyError:
+            raise UnknownModelError(f"unknown model {name[:40]!r}; this server has: {self.known()}") from None
+
+    def known(self) -> str:
+        return ", ".join(self.by_name)
+
+    def __iter__(self) -> Iterator[Codec]:
+        return iter(self.by_name.values())
+
+
+def load_codecs(settings: Settings, device: torch.device) -> Codecs:
+    """Every checkpoint of the settings, loaded onto `device`; the default one first."""
+    codecs = [Codec(load_checkpoint(path, device), device) for path in settings.checkpoints()]
+    return Codecs(codecs, settings.default_model)

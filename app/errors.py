@@ -8,6 +8,7 @@ The hierarchy, and the HTTP status the web layer (`app.http`) gives each:
      │    └── ImageSizeError        422  a PNG that is not 28x28
      ├── LatentError                422  not 24 bytes, or NaN / infinite values
      ├── RequestFormatError         422  wrong content type, missing form field
+     ├── UnknownModelError          404  ?model= names no model this server holds
      └── BodyTooLargeError          413  the request body is over the upload limit
     StartupError(RuntimeError)      the service cannot start (bad settings, no CUDA)
      └── CheckpointError            the weights cannot be loaded
@@ -39,6 +40,10 @@ class LatentError(CodecError):
 
 class RequestFormatError(CodecError):
     """The request itself has the wrong shape (content type, form fields)."""
+
+
+class UnknownModelError(CodecError):
+    """The request asks for a model the server does not hold."""
 
 
 class BodyTooLargeError(CodecError):

@@ -32,9 +32,8 @@ import torch
 from PIL import Image
 
 from app import imaging, quality
-from app.codec import Codec, pick_device
+from app.codec import Codec, load_codecs, pick_device
 from app.errors import DataError, StartupError
-from app.model import load_checkpoint
 from app.settings import Settings
 
 log = logging.getLogger("app.evaluate")
@@ -87,8 +86,7 @@ def measure_model(digits: np.ndarray, codec: Codec) -> Row:
         sizes.append(len(data))
         decoded.append(imaging.read_digit(codec.decode(data)))
     seconds = time.perf_counter() - start
-    name = codec.model_id.split("-")[0]
-    return _row(name, codec.format.name, "model", digits, np.array(sizes), np.stack(decoded), seconds)
+    return _row(codec.name, codec.format.name, "model", digits, np.array(sizes), np.stack(decoded), seconds)
 
 
 def _row(
@@ -175,7 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         device = pick_device(args.device)
         digits = load_test_digits(args.data_root, args.limit)
-        codecs = [Codec(load_checkpoint(path, device), device) for path in settings.checkpoints()]
+        codecs = list(load_codecs(settings, device))
     except (DataError, StartupError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

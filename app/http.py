@@ -17,6 +17,7 @@ from app.errors import (
     LatentError,
     NotPNGError,
     RequestFormatError,
+    UnknownModelError,
 )
 
 # Most specific first: the first match decides.
@@ -27,6 +28,7 @@ STATUS_BY_ERROR: list[tuple[type[CodecError], int]] = [
     (ImageError, 400),
     (LatentError, 422),
     (RequestFormatError, 422),
+    (UnknownModelError, 404),
     (CodecError, 400),
 ]
 

@@ -1,8 +1,9 @@
-"""The FastAPI service: /encode, /decode, /healthz, /readyz.
+"""The FastAPI service: /encode, /decode, /models, /healthz, /readyz.
 
 Run it with `uvicorn app.main:app --host 0.0.0.0 --port 8000` (the Dockerfile's
-command). The model is loaded once, in the lifespan, before the first request;
-a checkpoint that cannot be loaded stops the process with one line.
+command). The models are loaded once, in the lifespan, before the first request;
+a checkpoint that cannot be loaded stops the process with one line. /encode and
+/decode take `?model=NAME` (see GET /models); without it they use the default.
 """
 
 import logging
@@ -15,10 +16,10 @@ from fastapi.responses import JSONResponse, Response
 from starlette.types import Message, Receive, Scope, Send
 
 from app import imaging, latent
-from app.codec import Codec, pick_device
+from app.codec import Codec, Codecs, load_codecs, pick_device
 from app.errors import StartupError
 from app.http import BodySizeLimit, install_error_handlers, read_file_field
-from app.model import load_checkpoint
+from app.schemas import LatentFormatInfo, ModelInfo, ModelList
 from app.settings import Settings, get_settings
 
 log = logging.getLogger("app")
@@ -30,10 +31,18 @@ ERROR_BODY = {
         "schema": {"type": "object", "properties": {"detail": {"type": "string"}}, "required": ["detail"]}
     }
 }
-LATENT_DOC = (
-    f"{latent.LATENT_BYTES} bytes: {latent.LATENT_DIMS} little-endian float32 values "
-    '(numpy.fromfile(path, dtype="<f4"))'
+LATENT_DOC = f"{latent.LATENT_BYTES} bytes in the model's latent format (GET /models): " + "; ".join(
+    f'{fmt.name}, {fmt.description} (numpy.fromfile(path, dtype="{fmt.dtype.str}"))' for fmt in latent.FORMATS.values()
 )
+
+
+MODEL_PARAM = {
+    "name": "model",
+    "in": "query",
+    "required": False,
+    "description": "Name of the model to use (GET /models lists them); the default model when absent.",
+    "schema": {"type": "string"},
+}
 
 
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
@@ -63,20 +72,37 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     try:
         device = pick_device(settings.device)
-        app.state.codec = Codec(load_checkpoint(settings.weights, device), device)
+        app.state.codecs = load_codecs(settings, device)
     except StartupError as exc:
         app.state.startup_error = str(exc)
         raise
-    log.info("serving model %s on %s", app.state.codec.model_id, device)
+    app.state.codec = app.state.codecs.default
+    for codec in app.state.codecs:
+        log.info("serving model %s (%s) on %s", codec.model_id, codec.format.name, device)
     yield
-    app.state.codec = None
+    app.state.codec = app.state.codecs = None
 
 
 def _codec(request: Request) -> Codec:
-    codec: Codec | None = request.app.state.codec
-    if codec is None:  # only reachable when the lifespan has not run
+    """The model the request names with ?model=NAME, else the default; 404 for an unknown name."""
+    codecs: Codecs | None = request.app.state.codecs
+    if codecs is None:  # only reachable when the lifespan has not run
         raise HTTPException(503, "model not loaded")
-    return codec
+    return codecs.get(request.query_params.get("model"))
+
+
+def _describe(codec: Codec, default: bool) -> ModelInfo:
+    test = codec.metadata.get("test", {})
+    fmt = codec.format
+    return ModelInfo(
+        name=codec.name,
+        id=codec.model_id,
+        default=default,
+        device=str(codec.device),
+        latent_format=LatentFormatInfo(name=fmt.name, bytes=fmt.nbytes, dtype=fmt.dtype.str, dims=fmt.dims),
+        test_psnr_db=test.get("served_psnr_mean_db"),
+        test_metrics={k: float(v) for k, v in test.items() if isinstance(v, int | float)},
+    )
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -87,7 +113,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings or get_settings()
-    app.state.codec = None
+    app.state.codec = app.state.codecs = None
     app.add_middleware(BodySizeLimit, max_bytes=app.state.settings.max_upload_bytes)
     install_error_handlers(app)
 
@@ -100,9 +126,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "description": LATENT_DOC + ". Header X-Model-Id names the weights.",
                 "content": {OCTET_STREAM: {"schema": BINARY}},
             },
-            **_errors(400, 413, 415, 422),
+            **_errors(400, 404, 413, 415, 422),
         },
         openapi_extra={
+            "parameters": [MODEL_PARAM],
             "requestBody": {
                 "required": True,
                 "content": {
@@ -110,7 +137,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                         "schema": {"type": "object", "required": ["img"], "properties": {"img": BINARY}},
                     }
                 },
-            }
+            },
         },
     )
     async def encode(request: Request) -> Response:
@@ -125,9 +152,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         response_class=Response,
         responses={
             200: {"description": "28x28 8-bit grayscale PNG.", "content": {"image/png": {"schema": BINARY}}},
-            **_errors(400, 413, 422),
+            **_errors(400, 404, 413, 422),
         },
         openapi_extra={
+            "parameters": [MODEL_PARAM],
             "requestBody": {
                 "required": True,
                 "description": LATENT_DOC + ", as the raw body or as the file field 'latent' of a multipart form.",
@@ -137,7 +165,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                         "schema": {"type": "object", "required": ["latent"], "properties": {"latent": BINARY}},
                     },
                 },
-            }
+            },
         },
     )
     async def decode(request: Request) -> Response:
@@ -147,6 +175,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             data = await request.body()
         codec = _codec(request)
         return Response(codec.decode(data), media_type="image/png", headers={"X-Model-Id": codec.model_id})
+
+    @app.get("/models", summary="The models this server holds", responses=_errors(503))
+    async def models(request: Request) -> ModelList:
+        codecs: Codecs | None = request.app.state.codecs
+        if codecs is None:
+            raise HTTPException(503, "model not loaded")
+        return ModelList(
+            default=codecs.default_name, models=[_describe(c, c.name == codecs.default_name) for c in codecs]
+        )
 
     @app.get("/healthz", summary="The process is alive")
     async def healthz() -> dict[str, str]:

@@ -47,6 +47,7 @@ Loss = Literal["mse", "psnr"]
 @dataclass(frozen=True)
 class TrainConfig:
     arch: str = ARCH
+    hidden: tuple[int, ...] | None = None  # hidden layer widths; None keeps the architecture's own
     epochs: int = 50
     batch_size: int = 64
     lr: float = 5e-4
@@ -57,6 +58,7 @@ class TrainConfig:
     out: Path = Path("model_weights")
     device: str = "auto"
     data_root: Path = Path("data")
+    threads: int = 0  # CPU threads for torch; 0 keeps torch's default (one per core)
 
 
 RECIPES: dict[str, TrainConfig] = {
@@ -83,6 +85,10 @@ def parse_args(argv: Sequence[str] | None) -> TrainConfig:
         description=__doc__.split("\n\n")[0] + " Defaults shown are those of the chosen --arch.",
     )
     p.add_argument("--arch", choices=list(RECIPES), default=ARCH, help=f"architecture (default {ARCH})")
+    p.add_argument(
+        "--hidden", type=_widths, default=d.hidden, metavar="W1,W2,...",
+        help="hidden layer widths of the encoder, mirrored in the decoder (default: the architecture's)",
+    )  # fmt: skip
     p.add_argument("--epochs", type=int, default=d.epochs, help=f"passes over the data (default {d.epochs})")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"default {d.batch_size}")
     p.add_argument(
@@ -95,10 +101,24 @@ def parse_args(argv: Sequence[str] | None) -> TrainConfig:
     p.add_argument("--out", type=Path, default=d.out, help=f"output folder (default {d.out})")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=d.device, help="default auto (CUDA if any)")
     p.add_argument("--data-root", type=Path, default=d.data_root, help=f"MNIST root (default {d.data_root})")
+    p.add_argument(
+        "--threads", type=int, default=d.threads,
+        help="CPU threads (default 0: one per core); 1 is faster on a machine other jobs keep busy",
+    )  # fmt: skip
     args = p.parse_args(argv)
-    if args.epochs < 1 or args.batch_size < 1 or (args.limit is not None and args.limit < 1):
-        p.error("--epochs, --batch-size and --limit must be positive")
+    if args.epochs < 1 or args.batch_size < 1 or (args.limit is not None and args.limit < 1) or args.threads < 0:
+        p.error("--epochs, --batch-size and --limit must be positive, --threads at least 0")
     return replace(d, **vars(args))
+
+
+def _widths(text: str) -> tuple[int, ...]:
+    try:
+        widths = tuple(int(w) for w in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated widths like 512,256, got {text!r}") from None
+    if not widths or min(widths) < 1:
+        raise argparse.ArgumentTypeError(f"widths must be positive, got {text!r}")
+    return widths
 
 
 def load_mnist(root: Path, limit: int | None) -> tuple[torch.Tensor, torch.Tensor, dict[str, str]]:
@@ -155,11 +175,13 @@ def train(
     config: TrainConfig, train_x: torch.Tensor, test_x: torch.Tensor, device: torch.device
 ) -> tuple[CodecModel, list[dict[str, float]]]:
     torch.manual_seed(config.seed)
+    if config.threads:
+        torch.set_num_threads(config.threads)
     # A saturated sigmoid has a gradient below float32's normal range; on a CPU such denormal numbers
     # are 10-100 times slower, and made mlp24's epochs go from 6 s to over a minute. Flushed to zero
     # they change nothing that matters (they are below 1.2e-38).
     torch.set_flush_denormal(True)
-    model = build_model(config.arch).to(device)
+    model = build_model(config.arch, None if config.hidden is None else {"hidden": list(config.hidden)}).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     steps = config.epochs * math.ceil(len(train_x) / config.batch_size)
     scheduler = (
