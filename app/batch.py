@@ -4,6 +4,8 @@
                          or multipart, N file fields "img"     -> N x 24 latent bytes
     POST /decode/batch   N x 24 latent bytes                   -> application/x-npy uint8 (N, 28, 28)
 
+Both take ?model=NAME like the single endpoints.
+
 Item i of the answer is byte for byte what /encode or /decode gives for item i
 alone. Errors name the index of the first bad item. Large batches run in a
 worker thread (numpy lets go of the GIL), so single requests keep flowing.
@@ -16,10 +18,10 @@ import numpy as np
 from anyio import to_thread
 from fastapi import APIRouter, Request, Response
 
-from app import imaging, latent
+from app import imaging
 from app.codec import Codec
 from app.errors import CodecError, RequestFormatError
-from app.http import current_codec, error_responses, read_file_fields
+from app.http import MODEL_PARAM, codec_for_latent, current_codec, error_responses, read_file_fields
 from app.observability import observe_batch
 
 NPY = "application/x-npy"
@@ -83,9 +85,10 @@ async def _run(function: Any, count: int, *args: Any) -> Any:
     response_class=Response,
     responses={
         200: {"description": "N x 24 bytes, item i for input i.", "content": {OCTET_STREAM: {"schema": BINARY}}},
-        **error_responses(400, 413, 415, 422, 503),
+        **error_responses(400, 404, 413, 415, 422, 503),
     },
     openapi_extra={
+        "parameters": [MODEL_PARAM],
         "requestBody": {
             "required": True,
             "content": {
@@ -99,7 +102,7 @@ async def _run(function: Any, count: int, *args: Any) -> Any:
                     "encoding": {"img": {"contentType": "image/png"}},
                 },
             },
-        }
+        },
     },
 )
 async def encode_batch(request: Request) -> Response:
@@ -121,14 +124,17 @@ async def encode_batch(request: Request) -> Response:
     response_class=Response,
     responses={
         200: {"description": "uint8 array (N, 28, 28) in .npy format.", "content": {NPY: {"schema": BINARY}}},
-        **error_responses(400, 413, 422, 503),
+        **error_responses(400, 404, 413, 422, 503),
     },
-    openapi_extra={"requestBody": {"required": True, "content": {OCTET_STREAM: {"schema": BINARY}}}},
+    openapi_extra={
+        "parameters": [MODEL_PARAM],
+        "requestBody": {"required": True, "content": {OCTET_STREAM: {"schema": BINARY}}},
+    },
 )
 async def decode_batch(request: Request) -> Response:
-    z = latent.unpack_many(await request.body())
+    codec: Codec = codec_for_latent(request)
+    z = codec.format.unpack_many(await request.body())
     _check_count(len(z), _settings_limit(request), "latent")
-    codec: Codec = current_codec(request)
     observe_batch(request, len(z))
     pixels = await _run(codec.decode_many, len(z), z)
     return Response(npy_bytes(pixels), media_type=NPY, headers={"X-Model-Id": codec.model_id})

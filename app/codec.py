@@ -1,12 +1,17 @@
-"""The model at work: pixels to latent bytes and latent bytes to PNG.
+"""The models at work: pixels to latent bytes and latent bytes to PNG.
 
 Pixel mapping, the same as in training: byte b -> b / 255 on the way in; output
-y -> round(clamp(y, 0, 1) * 255) on the way out. The arithmetic is the engine's
-(`app.engine`): float64, so a digit's bytes do not depend on what it was batched
-with.
+y -> round(clamp(y, 0, 1) * 255) on the way out. The latent bytes are whatever
+the model's format (`app.latent`) makes of the encoder's output. The arithmetic
+is the engine's (`app.engine`): float64, so a digit's bytes do not depend on
+what it was batched with. The service, the evaluation and the tests all go
+through these methods.
+
+A server holds several codecs (`Codecs`), one per model, by name: the model's
+architecture name (mlp6, mlp24). A request picks one; none picked is the default.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -14,8 +19,9 @@ import torch
 from app import imaging, latent
 from app.batching import MicroBatcher
 from app.engine import make_engine
-from app.errors import StartupError
-from app.model import LoadedModel
+from app.errors import StartupError, UnknownModelError
+from app.model import LoadedModel, load_checkpoint
+from app.settings import Settings
 
 PIXELS = imaging.SIDE * imaging.SIDE
 
@@ -35,6 +41,7 @@ class Codec:
         self.model_id = loaded.model_id
         self.metadata = loaded.metadata
         self.device = device
+        self.format = latent.get_format(loaded.model.latent_format)
         self.engine = make_engine(loaded.model, device)
         self.encode_batcher: MicroBatcher | None = None
         self.decode_batcher: MicroBatcher | None = None
@@ -51,11 +58,11 @@ class Codec:
         self.decode_batcher = MicroBatcher(self._decode_rows, max_batch, max_wait_us, told("/decode"))
 
     def encode_many(self, pixels: np.ndarray) -> bytes:
-        """(N, 28, 28) uint8 digits -> N x 24 latent bytes, end to end."""
-        return latent.pack_many(self.engine.encode(pixels.reshape(len(pixels), PIXELS)))
+        """(N, 28, 28) uint8 digits -> N latents in the model's format, end to end."""
+        return self.format.pack_many(self.engine.encode(pixels.reshape(len(pixels), PIXELS)))
 
     def encode(self, pixels: np.ndarray) -> bytes:
-        """A (28, 28) uint8 digit -> 24 latent bytes."""
+        """A (28, 28) uint8 digit -> its 24 latent bytes."""
         return self.encode_many(pixels[np.newaxis])
 
     def _decode_rows(self, z: np.ndarray) -> np.ndarray:
@@ -63,12 +70,16 @@ class Codec:
         return self.engine.decode(np.clip(z, -latent.CLAMP, latent.CLAMP))
 
     def decode_many(self, z: np.ndarray) -> np.ndarray:
-        """(N, 6) finite latent values -> (N, 28, 28) uint8 digits."""
+        """(N, dims) latent values, as the format gives them back -> (N, 28, 28) uint8 digits."""
         return self._decode_rows(z).reshape(len(z), imaging.SIDE, imaging.SIDE)
 
+    def decode_batch(self, data: bytes) -> np.ndarray:
+        """N latents end to end -> (N, 28, 28) uint8 digits; LatentError names the first bad one."""
+        return self.decode_many(self.format.unpack_many(data))
+
     def decode_pixels(self, data: bytes) -> np.ndarray:
-        """24 latent bytes -> a (28, 28) uint8 digit; LatentError when they break the format."""
-        pixels: np.ndarray = self.decode_many(latent.unpack(data)[np.newaxis])[0]
+        """Latent bytes -> a (28, 28) uint8 digit; LatentError when they do not follow the format."""
+        pixels: np.ndarray = self.decode_many(self.format.unpack(data)[np.newaxis])[0]
         return pixels
 
     def decode(self, data: bytes) -> bytes:
@@ -79,11 +90,52 @@ class Codec:
         """`encode`, through the micro-batcher when batching is on."""
         if self.encode_batcher is None:
             return self.encode(pixels)
-        return latent.pack(await self.encode_batcher.submit(pixels.reshape(PIXELS)))
+        return self.format.pack(await self.encode_batcher.submit(pixels.reshape(PIXELS)))
 
     async def decode_one(self, data: bytes) -> bytes:
         """`decode`, through the micro-batcher when batching is on."""
         if self.decode_batcher is None:
             return self.decode(data)
-        row = await self.decode_batcher.submit(latent.unpack(data))
+        row = await self.decode_batcher.submit(self.format.unpack(data))
         return imaging.write_digit(row.reshape(imaging.SIDE, imaging.SIDE))
+
+
+class Codecs:
+    """The models a server holds, by name, and the one used when a request names none."""
+
+    def __init__(self, codecs: list[Codec], default: str | None = None) -> None:
+        if not codecs:
+            raise StartupError("no model to serve")
+        self.by_name: dict[str, Codec] = {}
+        for codec in codecs:
+            if codec.name in self.by_name:
+                raise StartupError(f"two checkpoints hold a model named {codec.name!r}; serve one of them")
+            self.by_name[codec.name] = codec
+        self.default_name = codecs[0].name if default is None else default
+        if self.default_name not in self.by_name:
+            raise StartupError(f"the default model {default!r} is not among the models served: {self.known()}")
+
+    @property
+    def default(self) -> Codec:
+        return self.by_name[self.default_name]
+
+    def get(self, name: str | None) -> Codec:
+        """The model named `name`, or the default for None; UnknownModelError names the known ones."""
+        if name is None:
+            return self.default
+        try:
+            return self.by_name[name]
+        except KeyError:
+            raise UnknownModelError(f"unknown model {name[:40]!r}; this server has: {self.known()}") from None
+
+    def known(self) -> str:
+        return ", ".join(self.by_name)
+
+    def __iter__(self) -> Iterator[Codec]:
+        return iter(self.by_name.values())
+
+
+def load_codecs(settings: Settings, device: torch.device) -> Codecs:
+    """Every checkpoint of the settings, loaded onto `device`; the default one first."""
+    codecs = [Codec(load_checkpoint(path, device), device) for path in settings.checkpoints()]
+    return Codecs(codecs, settings.default_model)

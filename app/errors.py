@@ -9,6 +9,7 @@ The hierarchy, and the HTTP status the web layer (`app.http`) gives each:
      ├── LatentError                422  not 24 bytes, or NaN / infinite values
      ├── RequestFormatError         422  wrong content type, missing form field
      ├── ModelMismatchError         409  the latent names other weights (X-Model-Id)
+     ├── UnknownModelError          404  ?model= names no model this server holds
      └── BodyTooLargeError          413  the request body is over the upload limit
     StartupError(RuntimeError)      the service cannot start (bad settings, no CUDA)
      └── CheckpointError            the weights cannot be loaded
@@ -44,6 +45,10 @@ class RequestFormatError(CodecError):
 
 class ModelMismatchError(CodecError):
     """The client's X-Model-Id names weights other than the ones that would decode."""
+
+
+class UnknownModelError(CodecError):
+    """The request asks for a model the server does not hold."""
 
 
 class BodyTooLargeError(CodecError):

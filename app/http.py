@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.datastructures import UploadFile
 from starlette.requests import ClientDisconnect
 
-from app.codec import Codec
+from app.codec import Codec, Codecs
 from app.errors import (
     BodyTooLargeError,
     CodecError,
@@ -22,6 +22,7 @@ from app.errors import (
     ModelMismatchError,
     NotPNGError,
     RequestFormatError,
+    UnknownModelError,
 )
 from app.schemas import ErrorBody
 
@@ -29,6 +30,7 @@ log = logging.getLogger("app")
 
 ERROR_DESCRIPTIONS = {
     400: "Empty, corrupt or truncated upload.",
+    404: "?model= names no model this server holds; the detail lists the known ones.",
     409: "X-Model-Id names other weights than the ones loaded.",
     413: "Request body over the upload limit.",
     415: "An image, but not a PNG.",
@@ -50,6 +52,7 @@ STATUS_BY_ERROR: list[tuple[type[CodecError], int]] = [
     (ImageError, 400),
     (LatentError, 422),
     (RequestFormatError, 422),
+    (UnknownModelError, 404),
     (CodecError, 400),
 ]
 
@@ -73,10 +76,49 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ClientDisconnect, client_disconnect)
 
 
-def current_codec(request: Request) -> Codec:
-    codec: Codec | None = request.app.state.codec
-    if codec is None:  # only reachable when the lifespan has not run
+MODEL_PARAM = {
+    "name": "model",
+    "in": "query",
+    "required": False,
+    "description": "Name of the model to use (GET /models lists them); the default model when absent.",
+    "schema": {"type": "string"},
+}
+
+
+def loaded_codecs(request: Request) -> Codecs:
+    codecs: Codecs | None = request.app.state.codecs
+    if codecs is None:  # only reachable when the lifespan has not run
         raise HTTPException(503, "model not loaded")
+    return codecs
+
+
+def current_codec(request: Request) -> Codec:
+    """The model the request names with ?model=NAME, else the default; 404 for an unknown name."""
+    return loaded_codecs(request).get(request.query_params.get("model"))
+
+
+def codec_for_latent(request: Request) -> Codec:
+    """For decoding: the model of ?model=NAME, or the one whose id the X-Model-Id header names.
+
+    A latent decoded by other weights than the ones that made it is a wrong digit with
+    no error, so a claimed id that no served model (or not the named one) has is a 409.
+    """
+    codecs = loaded_codecs(request)
+    claimed = request.headers.get("x-model-id")
+    name = request.query_params.get("model")
+    if claimed is None:
+        return codecs.get(name)
+    if name is None:
+        for codec in codecs:
+            if codec.model_id == claimed:
+                return codec
+        ids = ", ".join(codec.model_id for codec in codecs)
+        raise ModelMismatchError(f"the latent was made by model {claimed[:60]!r}; this server has {ids}")
+    codec = codecs.get(name)
+    if codec.model_id != claimed:
+        raise ModelMismatchError(
+            f"the latent was made by model {claimed[:60]!r}; model {name!r} here is {codec.model_id!r}"
+        )
     return codec
 
 

@@ -1,6 +1,11 @@
-"""The latent wire format: what /encode returns and /decode takes.
+"""The latent wire formats: what /encode returns and /decode takes.
 
-Format "6xf32le", version 1 (the reference model):
+Each model names the one format it speaks; this module is the only place that
+packs, unpacks or validates latent bytes. Every format is exactly 24 bytes, with
+no header and no padding: the bytes alone do not say which model made them, so
+keep the model id (`X-Model-Id`) next to stored latents.
+
+Format "6xf32le", version 1 (the reference model, `mlp6`):
 
     offset  size  content
     0       4     z[0]  IEEE-754 binary32, little-endian
@@ -8,66 +13,166 @@ Format "6xf32le", version 1 (the reference model):
     ...
     20      4     z[5]
 
-Exactly 24 bytes, no header, no padding: the six latent values in the order of the
-encoder's output units. `numpy.fromfile(path, dtype="<f4")` reads one back, and N
-latents stored end to end are an (N, 6) "<f4" array. Every value must be finite;
-NaN and +/-Inf are rejected. Finite values of any magnitude are accepted: the
-decoder first clamps each to [-CLAMP, CLAMP] (1e6, far beyond the encoder's
-range of a few tens) so that no value can overflow inside the network, and its
-output is clamped to [0, 1].
+The six latent values in the order of the encoder's output units.
+`numpy.fromfile(path, dtype="<f4")` reads one back, and N latents stored end to
+end are an (N, 6) "<f4" array. Every value must be finite; NaN and +/-Inf are
+rejected. Finite values of any magnitude are accepted: the decoder first clamps
+each to [-CLAMP, CLAMP] (1e6, far beyond the encoder's range of a few tens) so
+that no value can overflow inside the network, and its output is clamped to
+[0, 1].
 
-This module is the only place that packs, unpacks or validates latent bytes.
+Format "24xu8", version 1 (the quantised models, e.g. `conv24`):
+
+    offset  size  content
+    0       1     q[0]  unsigned 8-bit integer, 0..255
+    1       1     q[1]
+    ...
+    23      1     q[23]
+
+The 24 latent values in the order of the encoder's output units, each uniformly
+quantised on [0, 1]: the encoder's output z (a sigmoid, so inside (0, 1)) is
+stored as q = round(z * 255) (halves to even, numpy's and torch's rounding), and
+the decoder is given q / 255 as float32. `numpy.fromfile(path, dtype="u1")`
+reads one back, N latents end to end are an (N, 24) uint8 array. Every byte
+value is valid, so a 24-byte body always decodes, and always to the same digit.
 """
+
+from abc import ABC, abstractmethod
+from typing import ClassVar
 
 import numpy as np
 
 from app.errors import LatentError
 
-FORMAT_NAME = "6xf32le"
-LATENT_DIMS = 6
-DTYPE = np.dtype("<f4")
-LATENT_BYTES = LATENT_DIMS * DTYPE.itemsize  # 24
-CLAMP = 1e6
+LATENT_BYTES = 24  # every format; the wire size the service promises
+CLAMP = 1e6  # latent values beyond this are clamped before decoding (see "6xf32le")
+
+
+class LatentFormat(ABC):
+    """One wire format: `dims` latent values in exactly `nbytes` bytes."""
+
+    name: ClassVar[str]
+    dims: ClassVar[int]
+    dtype: ClassVar[np.dtype[np.generic]]
+    description: ClassVar[str]  # one line for error messages and the API docs
+
+    @property
+    def nbytes(self) -> int:
+        return self.dims * self.dtype.itemsize
+
+    def pack(self, z: np.ndarray) -> bytes:
+        """One latent (shape (dims,) or (1, dims), any float dtype) as its wire bytes."""
+        values = np.asarray(z).reshape(-1)
+        if values.shape != (self.dims,):
+            raise ValueError(f"expected {self.dims} latent values, got {values.size}")
+        return self._encode_values(values.astype(np.float64)).astype(self.dtype).tobytes()
+
+    def unpack(self, data: bytes) -> np.ndarray:
+        """Wire bytes as the (dims,) float32 values the decoder takes; LatentError when they are not valid."""
+        if len(data) != self.nbytes:
+            raise LatentError(
+                f"a latent is exactly {self.nbytes} bytes ({self.description}); received {len(data)} bytes"
+            )
+        return self._decode_values(np.frombuffer(data, dtype=self.dtype))
+
+    def pack_many(self, z: np.ndarray) -> bytes:
+        """(N, dims) latents as N wire latents, end to end."""
+        if z.ndim != 2 or z.shape[1] != self.dims:
+            raise ValueError(f"expected an (N, {self.dims}) array, got {z.shape}")
+        return self._encode_values(z.astype(np.float64)).astype(self.dtype).tobytes()
+
+    def unpack_many(self, data: bytes) -> np.ndarray:
+        """N wire latents, end to end, as (N, dims) float32; LatentError names the first bad latent."""
+        if len(data) % self.nbytes:
+            raise LatentError(
+                f"a batch of latents is a multiple of {self.nbytes} bytes ({self.description} each); "
+                f"received {len(data)} bytes"
+            )
+        stored = np.frombuffer(data, dtype=self.dtype).reshape(-1, self.dims)
+        try:
+            return self._decode_values(stored.reshape(-1)).reshape(-1, self.dims)
+        except LatentError:
+            for index, row in enumerate(stored):  # only on failure: find the first bad one
+                try:
+                    self._decode_values(row)
+                except LatentError as exc:
+                    raise LatentError(f"latent {index}: {exc}") from exc
+            raise
+
+    @abstractmethod
+    def _encode_values(self, values: np.ndarray) -> np.ndarray: ...
+
+    @abstractmethod
+    def _decode_values(self, stored: np.ndarray) -> np.ndarray: ...
+
+
+class Float32Format(LatentFormat):
+    """ "6xf32le": six little-endian float32 values, stored as they are."""
+
+    name = "6xf32le"
+    dims = 6
+    dtype = np.dtype("<f4")
+    description = "6 little-endian float32 values"
+
+    def _encode_values(self, values: np.ndarray) -> np.ndarray:
+        return values
+
+    def _decode_values(self, stored: np.ndarray) -> np.ndarray:
+        z = stored.astype(np.float32)
+        if not np.isfinite(z).all():
+            bad = [int(i) for i in np.flatnonzero(~np.isfinite(z))]
+            raise LatentError(f"latent values must be finite; value(s) at index {bad} are NaN or infinite")
+        return z
+
+
+class UInt8Format(LatentFormat):
+    """ "24xu8": 24 values in [0, 1], each quantised to one byte, q = round(z * 255)."""
+
+    name = "24xu8"
+    dims = 24
+    dtype = np.dtype("u1")
+    description = "24 unsigned bytes, value = byte / 255"
+    levels = 255
+
+    def _encode_values(self, values: np.ndarray) -> np.ndarray:
+        if not np.isfinite(values).all() or values.min() < 0 or values.max() > 1:
+            raise ValueError(f"{self.name} latent values must lie in [0, 1], got {values.min()}..{values.max()}")
+        return np.round(values * self.levels)
+
+    def _decode_values(self, stored: np.ndarray) -> np.ndarray:
+        return (stored.astype(np.float32) / np.float32(self.levels)).astype(np.float32)
+
+
+FORMATS: dict[str, LatentFormat] = {fmt.name: fmt for fmt in (Float32Format(), UInt8Format())}
+
+# The reference format, also as module-level functions (the original interface of this module).
+REFERENCE = FORMATS["6xf32le"]
+LATENT_DIMS = REFERENCE.dims
+DTYPE = REFERENCE.dtype
+
+
+def get_format(name: str) -> LatentFormat:
+    try:
+        return FORMATS[name]
+    except KeyError:
+        raise ValueError(f"unknown latent format {name!r}; known: {', '.join(FORMATS)}") from None
 
 
 def pack(z: np.ndarray) -> bytes:
-    """Six latent values (any float dtype, shape (6,) or (1, 6)) as 24 wire bytes."""
-    values = np.asarray(z).reshape(-1)
-    if values.shape != (LATENT_DIMS,):
-        raise ValueError(f"expected {LATENT_DIMS} latent values, got {values.size}")
-    return values.astype(DTYPE).tobytes()
+    """Six latent values as 24 "6xf32le" wire bytes."""
+    return REFERENCE.pack(z)
 
 
 def unpack(data: bytes) -> np.ndarray:
-    """24 wire bytes as a (6,) float32 array; raises LatentError when they are not."""
-    if len(data) != LATENT_BYTES:
-        raise LatentError(
-            f"a latent is exactly {LATENT_BYTES} bytes ({LATENT_DIMS} little-endian "
-            f"float32 values); received {len(data)} bytes"
-        )
-    z = np.frombuffer(data, dtype=DTYPE).astype(np.float32)
-    if not np.isfinite(z).all():
-        bad = [int(i) for i in np.flatnonzero(~np.isfinite(z))]
-        raise LatentError(f"latent values must be finite; value(s) at index {bad} are NaN or infinite")
-    return z
+    """24 "6xf32le" wire bytes as a (6,) float32 array; raises LatentError when they are not."""
+    return REFERENCE.unpack(data)
 
 
 def pack_many(z: np.ndarray) -> bytes:
-    """(N, 6) latent values as N x 24 wire bytes, end to end."""
-    if z.ndim != 2 or z.shape[1] != LATENT_DIMS:
-        raise ValueError(f"expected an (N, {LATENT_DIMS}) array, got {z.shape}")
-    return np.ascontiguousarray(z, dtype=DTYPE).tobytes()
+    """(N, 6) latent values as N x 24 "6xf32le" wire bytes, end to end."""
+    return REFERENCE.pack_many(z)
 
 
 def unpack_many(data: bytes) -> np.ndarray:
-    """N x 24 wire bytes as an (N, 6) float32 array; LatentError names the first bad latent."""
-    if len(data) % LATENT_BYTES:
-        raise LatentError(
-            f"a batch of latents is a multiple of {LATENT_BYTES} bytes ({LATENT_DIMS} little-endian float32 "
-            f"values each); received {len(data)} bytes"
-        )
-    z = np.frombuffer(data, dtype=DTYPE).reshape(-1, LATENT_DIMS).astype(np.float32)
-    finite = np.isfinite(z).all(axis=1)
-    if not finite.all():
-        raise LatentError(f"latent {int(np.argmin(finite))} holds NaN or infinite values; all must be finite")
-    return z
+    """N x 24 "6xf32le" wire bytes as an (N, 6) float32 array; LatentError names the first bad latent."""
+    return REFERENCE.unpack_many(data)

@@ -1,8 +1,9 @@
-"""The FastAPI service: /encode, /decode, /models, /healthz, /readyz.
+"""The FastAPI service: /encode, /decode, their batch forms, /models, /healthz, /readyz.
 
 Run it with `uvicorn app.main:app --host 0.0.0.0 --port 8000` (the Dockerfile's
-command). The model is loaded once, in the lifespan, before the first request;
-a checkpoint that cannot be loaded stops the process with one line.
+command). The models are loaded once, in the lifespan, before the first request;
+a checkpoint that cannot be loaded stops the process with one line. /encode and
+/decode take `?model=NAME` (see GET /models); without it they use the default.
 """
 
 import logging
@@ -15,11 +16,18 @@ from starlette.types import Message, Receive, Scope, Send
 
 from app import imaging, latent
 from app.batch import router as batch_router
-from app.codec import Codec, pick_device
-from app.errors import ModelMismatchError, StartupError
-from app.http import current_codec, error_responses, install_error_handlers, read_file_field
+from app.codec import Codec, Codecs, load_codecs, pick_device
+from app.errors import StartupError
+from app.http import (
+    MODEL_PARAM,
+    codec_for_latent,
+    current_codec,
+    error_responses,
+    install_error_handlers,
+    loaded_codecs,
+    read_file_field,
+)
 from app.middleware import BodySizeLimit, CatchUnexpected, ConcurrencyLimit
-from app.model import load_checkpoint
 from app.observability import install_observability
 from app.pages import install_pages
 from app.schemas import Health, LatentFormatInfo, ModelInfo, ModelList, Ready
@@ -29,9 +37,8 @@ log = logging.getLogger("app")
 
 OCTET_STREAM = "application/octet-stream"
 BINARY = {"type": "string", "format": "binary"}
-LATENT_DOC = (
-    f"{latent.LATENT_BYTES} bytes: {latent.LATENT_DIMS} little-endian float32 values "
-    '(numpy.fromfile(path, dtype="<f4"))'
+LATENT_DOC = f"{latent.LATENT_BYTES} bytes in the model's latent format (GET /models): " + "; ".join(
+    f'{fmt.name}, {fmt.description} (numpy.fromfile(path, dtype="{fmt.dtype.str}"))' for fmt in latent.FORMATS.values()
 )
 
 
@@ -67,41 +74,37 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     try:
         device = pick_device(settings.device)
-        codec = Codec(load_checkpoint(settings.weights, device), device)
+        codecs = load_codecs(settings, device)
     except StartupError as exc:
         app.state.startup_error = str(exc)
         raise
     batching = settings.batching == "on" or (settings.batching == "auto" and device.type == "cuda")
-    if batching:
-        metrics = app.state.metrics
-        codec.enable_batching(
-            settings.batch_max_size,
-            settings.batch_max_wait_us,
-            lambda endpoint, size: metrics.batch_size.labels(endpoint=endpoint).observe(size),
-        )
-    app.state.codec = codec
-    log.info("serving model %s on %s, micro-batching %s", codec.model_id, device, "on" if batching else "off")
+    metrics = app.state.metrics
+    for codec in codecs:
+        if batching:
+            codec.enable_batching(
+                settings.batch_max_size,
+                settings.batch_max_wait_us,
+                lambda endpoint, size: metrics.batch_size.labels(endpoint=endpoint).observe(size),
+            )
+        log.info("serving model %s (%s) on %s", codec.model_id, codec.format.name, device)
+    log.info("default model %s; micro-batching %s", codecs.default_name, "on" if batching else "off")
+    app.state.codecs = codecs
+    app.state.codec = codecs.default
     yield
-    app.state.codec = None
+    app.state.codec = app.state.codecs = None
 
 
-def _check_model_id(request: Request, codec: Codec) -> None:
-    """A client may say which weights made its latent; other weights would decode garbage."""
-    claimed = request.headers.get("x-model-id")
-    if claimed is not None and claimed != codec.model_id:
-        raise ModelMismatchError(f"the latent was made by model {claimed!r}; this server has {codec.model_id!r}")
-
-
-def _describe(codec: Codec) -> ModelInfo:
+def _describe(codec: Codec, default: bool) -> ModelInfo:
     test = codec.metadata.get("test", {})
+    fmt = codec.format
     return ModelInfo(
         name=codec.name,
         id=codec.model_id,
-        default=True,
+        default=default,
         device=str(codec.device),
-        latent_format=LatentFormatInfo(
-            name=latent.FORMAT_NAME, bytes=latent.LATENT_BYTES, dtype=latent.DTYPE.str, dims=latent.LATENT_DIMS
-        ),
+        latent_format=LatentFormatInfo(name=fmt.name, bytes=fmt.nbytes, dtype=fmt.dtype.str, dims=fmt.dims),
+        test_psnr_db=test.get("served_psnr_mean_db"),
         test_metrics={k: float(v) for k, v in test.items() if isinstance(v, int | float)},
     )
 
@@ -115,7 +118,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings = settings or get_settings()
-    app.state.codec = None
+    app.state.codec = app.state.codecs = None
     # add_middleware wraps: the last added runs first.
     batch_limits = {path: settings.max_batch_bytes for path in ("/encode/batch", "/decode/batch")}
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes, per_path=batch_limits)
@@ -132,9 +135,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "description": LATENT_DOC + ". Header X-Model-Id names the weights.",
                 "content": {OCTET_STREAM: {"schema": BINARY}},
             },
-            **error_responses(400, 413, 415, 422, 503),
+            **error_responses(400, 404, 413, 415, 422, 503),
         },
         openapi_extra={
+            "parameters": [MODEL_PARAM],
             "requestBody": {
                 "required": True,
                 "content": {
@@ -143,7 +147,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                         "encoding": {"img": {"contentType": "image/png"}},
                     }
                 },
-            }
+            },
         },
     )
     async def encode(request: Request) -> Response:
@@ -158,17 +162,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         response_class=Response,
         responses={
             200: {"description": "28x28 8-bit grayscale PNG.", "content": {"image/png": {"schema": BINARY}}},
-            **error_responses(400, 409, 413, 422, 503),
+            **error_responses(400, 404, 409, 413, 422, 503),
         },
         openapi_extra={
             "parameters": [
+                MODEL_PARAM,
                 {
                     "name": "X-Model-Id",
                     "in": "header",
                     "required": False,
-                    "description": "The id /encode returned with this latent; other weights answer 409.",
+                    "description": (
+                        "The id /encode returned with this latent: picks that model, or 409 when this server "
+                        "has no such weights (or ?model names others)."
+                    ),
                     "schema": {"type": "string"},
-                }
+                },
             ],
             "requestBody": {
                 "required": True,
@@ -188,8 +196,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             data = await read_file_field(request, "latent", LATENT_DOC)
         else:  # any other type is the raw latent (curl --data-binary sends form-urlencoded)
             data = await request.body()
-        codec = current_codec(request)
-        _check_model_id(request, codec)
+        codec = codec_for_latent(request)
         png = await codec.decode_one(data)
         return Response(png, media_type="image/png", headers={"X-Model-Id": codec.model_id})
 
@@ -197,8 +204,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/models", summary="The models this server holds", responses=error_responses(503))
     async def models(request: Request) -> ModelList:
-        codec = current_codec(request)
-        return ModelList(default=codec.name, models=[_describe(codec)])
+        codecs: Codecs = loaded_codecs(request)
+        return ModelList(
+            default=codecs.default_name, models=[_describe(c, c.name == codecs.default_name) for c in codecs]
+        )
 
     @app.get("/healthz", summary="The process is alive")
     async def healthz() -> Health:
@@ -206,7 +215,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/readyz", summary="The model is loaded and requests are served", responses=error_responses(503))
     async def readyz(request: Request) -> Ready:
-        codec = current_codec(request)
+        codec = loaded_codecs(request).default
         return Ready(status="ready", model_id=codec.model_id, device=str(codec.device))
 
     install_pages(app)  # the demo page at /

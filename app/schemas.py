@@ -30,6 +30,9 @@ class ModelInfo(BaseModel):
     default: bool
     device: str
     latent_format: LatentFormatInfo
+    test_psnr_db: float | None = Field(
+        description="Mean per-image PSNR on the MNIST test set, latents and pixels rounded as served."
+    )
     test_metrics: dict[str, float] = Field(description="Final test-set metrics recorded by training.")
 
 

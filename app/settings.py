@@ -13,7 +13,18 @@ class Settings(BaseSettings):
 
     weights: Path = Field(
         default=Path("model_weights/mlp6.pt"),
-        description="Checkpoint to serve; a relative path is taken from the working directory.",
+        description="Checkpoint of the default model; a relative path is taken from the working directory.",
+    )
+    models: list[Path] = Field(
+        default=[],
+        description=(
+            "More checkpoints served next to `weights`, as a JSON list; a request picks one with "
+            "?model=NAME, NAME being its architecture (mlp6, mlp24). '[]' serves `weights` only."
+        ),
+    )
+    default_model: str | None = Field(
+        default=None,
+        description="Name of the model used when a request names none; unset: the one in `weights`.",
     )
     device: Literal["auto", "cpu", "cuda"] = Field(
         default="auto", description="'auto' picks CUDA when it is available, else the CPU."
@@ -35,6 +46,10 @@ class Settings(BaseSettings):
     max_concurrency: int = Field(
         default=512, gt=0, description="Requests in progress at once; more get 503 with Retry-After."
     )
+
+    def checkpoints(self) -> list[Path]:
+        """Every checkpoint to serve: `weights` first, then `models`, each once."""
+        return list(dict.fromkeys([self.weights, *self.models]))
 
 
 @lru_cache

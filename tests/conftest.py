@@ -15,6 +15,7 @@ import torch
 from fastapi import FastAPI
 from PIL import Image
 
+from app import data
 from app.main import create_app
 from app.model import Autoencoder, save_checkpoint
 from app.settings import Settings
@@ -110,3 +111,17 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(5)
+
+
+@pytest.fixture
+def synthetic_mnist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """IDX files of random digits under tmp_path/mnist, with EXPECTED_MD5 pointing at them."""
+    root = tmp_path / "mnist"
+    raw = data.raw_dir(root)
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for images, labels, n in [(data.TRAIN_IMAGES, data.TRAIN_LABELS, 96), (data.TEST_IMAGES, data.TEST_LABELS, 32)]:
+        data.write_idx(raw / images, rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8))
+        data.write_idx(raw / labels, rng.integers(0, 10, size=n, dtype=np.uint8))
+    monkeypatch.setattr(data, "EXPECTED_MD5", {name: data.md5_file(raw / name) for name in data.EXPECTED_MD5})
+    return root

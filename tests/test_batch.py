@@ -99,7 +99,7 @@ ERRORS = [
     pytest.param(DECODE, {"content": b"\0" * 25}, 422, "multiple of 24 bytes", id="latents-25-bytes"),
     pytest.param(DECODE, {"content": b""}, 422, "empty", id="latents-empty"),
     pytest.param(DECODE, {"content": b"\0" * 24 * 6}, 422, "at most 5 latents per batch; received 6", id="latents-too-many"),
-    pytest.param(DECODE, {"content": NAN_THIRD}, 422, "latent 2 holds NaN", id="latent-2-nan"),
+    pytest.param(DECODE, {"content": NAN_THIRD}, 422, "latent 2: latent values must be finite", id="latent-2-nan"),
 ]  # fmt: skip
 
 

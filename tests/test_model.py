@@ -5,7 +5,18 @@ import torch
 from torch import nn
 
 from app.errors import CheckpointError
-from app.model import ARCH, Autoencoder, ModelArgs, load_checkpoint, model_id, save_checkpoint
+from app.model import (
+    ARCH,
+    ARCHITECTURES,
+    Autoencoder,
+    ModelArgs,
+    QuantizedArgs,
+    QuantizedAutoencoder,
+    build_model,
+    load_checkpoint,
+    model_id,
+    save_checkpoint,
+)
 
 
 def test_reference_architecture() -> None:
@@ -44,6 +55,49 @@ def test_model_id_changes_with_any_weight() -> None:
     assert model_id(model.state_dict()) != before
 
 
+def test_quantized_architecture() -> None:
+    model = QuantizedAutoencoder()
+    shapes = [(m.in_features, m.out_features) for m in model.encoder if isinstance(m, nn.Linear)]
+    assert shapes == [(784, 512), (512, 256), (256, 24)]
+    assert type(model.encoder[-1]).__name__ == type(model.decoder[-1]).__name__ == "Sigmoid"
+    assert (model.arch, model.latent_format) == ("mlp24", "24xu8")
+    z = model.encode(torch.rand(5, 784))
+    assert z.shape == (5, 24) and bool(((z > 0) & (z < 1)).all())
+
+
+def test_quantized_forward_rounds_in_eval_and_adds_noise_in_training() -> None:
+    torch.manual_seed(0)
+    model = QuantizedAutoencoder()
+    z = torch.rand(64, 24)
+    model.eval()
+    torch.testing.assert_close(model.quantize(z), torch.round(z * 255) / 255, rtol=0, atol=0)
+    model.train()
+    noise = model.quantize(z) - z
+    assert bool((noise.abs() <= 0.5 / 255 + 1e-7).all()) and noise.std() > 0.1 / 255
+
+
+def test_registry_rebuilds_each_architecture_from_its_args() -> None:
+    assert set(ARCHITECTURES) == {"mlp6", "mlp24"}
+    assert isinstance(build_model("mlp6"), Autoencoder)
+    model = build_model("mlp24", {"hidden": [64, 32], "latent_dim": 24})
+    assert isinstance(model, QuantizedAutoencoder) and model.args == QuantizedArgs(hidden=(64, 32))
+    with pytest.raises(ValueError, match="known: mlp6, mlp24"):
+        build_model("conv99")
+
+
+def test_quantized_checkpoint_round_trip(tmp_path: Path) -> None:
+    torch.manual_seed(2)
+    model = QuantizedAutoencoder(QuantizedArgs(hidden=(32,)))
+    saved_id = save_checkpoint(tmp_path / "q.pt", model, {})
+    checkpoint = torch.load(tmp_path / "q.pt", weights_only=True)
+    assert checkpoint["arch"] == "mlp24" and checkpoint["model_args"]["hidden"] == [32]
+    loaded = load_checkpoint(tmp_path / "q.pt")
+    assert loaded.arch == "mlp24" and loaded.model_id == saved_id and saved_id.startswith("mlp24-")
+    assert isinstance(loaded.model, QuantizedAutoencoder) and not loaded.model.training
+    x = torch.rand(4, 784)
+    torch.testing.assert_close(loaded.model(x), model.eval()(x), rtol=0, atol=0)
+
+
 def _truncated(tmp_path: Path, tiny_weights: Path) -> Path:
     path = tmp_path / "truncated.pt"
     path.write_bytes(tiny_weights.read_bytes()[:1000])
@@ -55,6 +109,14 @@ def _wrong_arch(tmp_path: Path, tiny_weights: Path) -> Path:
     save_checkpoint(path, Autoencoder(ModelArgs(hidden=(256, 64, 12))), {})
     checkpoint = torch.load(path, weights_only=True)
     checkpoint["model_args"]["hidden"] = [128, 64, 12]  # claims the reference shape
+    torch.save(checkpoint, path)
+    return path
+
+
+def _unknown_arch(tmp_path: Path, tiny_weights: Path) -> Path:
+    path = tmp_path / "other.pt"
+    checkpoint = torch.load(tiny_weights, weights_only=True)
+    checkpoint["arch"] = "transformer"
     torch.save(checkpoint, path)
     return path
 
@@ -77,6 +139,7 @@ def _pickled_object(tmp_path: Path, tiny_weights: Path) -> Path:
         pytest.param(lambda tmp, w: tmp / "missing.pt", "not found", id="missing"),
         pytest.param(_truncated, "unreadable", id="truncated"),
         pytest.param(_wrong_arch, "does not fit", id="wrong-architecture"),
+        pytest.param(_unknown_arch, "'transformer', expected one of: mlp6, mlp24", id="unknown-architecture"),
         pytest.param(_not_ours, "not an mnist-codec checkpoint", id="bare-state-dict"),
         pytest.param(_pickled_object, "unreadable", id="pickled-module"),
     ],

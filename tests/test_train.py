@@ -6,6 +6,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+import torch
 from conftest import png_bytes
 from PIL import Image
 
@@ -13,20 +14,6 @@ from app import data, train
 from app.errors import DataError
 from app.main import create_app
 from app.settings import Settings
-
-
-@pytest.fixture
-def synthetic_mnist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """IDX files of random digits under tmp_path/mnist, with EXPECTED_MD5 pointing at them."""
-    root = tmp_path / "mnist"
-    raw = data.raw_dir(root)
-    raw.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for images, labels, n in [(data.TRAIN_IMAGES, data.TRAIN_LABELS, 96), (data.TEST_IMAGES, data.TEST_LABELS, 32)]:
-        data.write_idx(raw / images, rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8))
-        data.write_idx(raw / labels, rng.integers(0, 10, size=n, dtype=np.uint8))
-    monkeypatch.setattr(data, "EXPECTED_MD5", {name: data.md5_file(raw / name) for name in data.EXPECTED_MD5})
-    return root
 
 
 @pytest.mark.anyio
@@ -83,3 +70,51 @@ def test_bad_flags_are_refused(bad: list[str]) -> None:
     with pytest.raises(SystemExit) as info:
         train.parse_args(bad)
     assert info.value.code == 2
+
+
+def test_arch_picks_its_own_recipe() -> None:
+    reference, quantized = train.parse_args([]), train.parse_args(["--arch", "mlp24"])
+    assert (reference.arch, reference.epochs, reference.lr, reference.schedule, reference.loss) == (
+        "mlp6",
+        50,
+        5e-4,
+        "constant",
+        "mse",
+    )
+    assert (quantized.arch, quantized.schedule, quantized.loss) == ("mlp24", "onecycle", "psnr")
+    assert quantized.out == Path("model_weights/mlp24")
+    assert train.parse_args(["--arch", "mlp24", "--epochs", "3", "--loss", "mse"]).epochs == 3
+
+
+def test_psnr_loss_is_minus_the_mean_per_image_psnr() -> None:
+    x = torch.zeros(2, 784)
+    y = torch.stack([torch.full((784,), 0.1), torch.full((784,), 0.01)])  # MSE 1e-2 and 1e-4: 20 and 40 dB
+    capped = 10 * np.log10([1e-2 + 1e-5, 1e-4 + 1e-5])  # the 1e-5 keeps a perfect digit finite
+    assert train.loss_fn("psnr", y, x).item() == pytest.approx(capped.mean(), abs=1e-4)
+    assert -30.3 < capped.mean() < -29.7
+    assert train.loss_fn("mse", y, x).item() == pytest.approx((1e-2 + 1e-4) / 2)
+
+
+@pytest.mark.anyio
+async def test_quantized_arch_trains_and_is_served_with_its_format(synthetic_mnist: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    argv = ["--arch", "mlp24", "--epochs", "1", "--limit", "64", "--batch-size", "16", "--device", "cpu"]
+    assert train.main([*argv, "--out", str(out), "--data-root", str(synthetic_mnist)]) == 0
+
+    assert {p.name for p in out.iterdir()} == {"mlp24.pt", "metrics.json", "loss_curve.png", "reconstructions.png"}
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["arch"] == "mlp24" and metrics["model_id"].startswith("mlp24-")
+    assert metrics["config"]["loss"] == "psnr" and metrics["config"]["schedule"] == "onecycle"
+    assert 0 < metrics["test"]["mse"] < 1
+
+    app = create_app(Settings(weights=out / "mlp24.pt", models=[], device="cpu"))
+    digit = png_bytes(Image.fromarray(np.zeros((28, 28), np.uint8)))
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://codec.test") as client,
+    ):
+        encoded = await client.post("/encode", files={"img": ("0.png", digit)})
+        decoded = await client.post("/decode", content=bytes(range(24)))
+    assert encoded.status_code == 200 and len(encoded.content) == 24
+    assert encoded.headers["x-model-id"] == metrics["model_id"]
+    assert decoded.status_code == 200 and decoded.content.startswith(b"\x89PNG")
