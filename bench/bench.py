@@ -33,6 +33,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import torch
+from PIL import Image
 
 from bench.server import ROOT, Server, free_port, loopback_command
 
@@ -230,6 +231,38 @@ def startup_seconds(workdir: Path, runs: int = 3) -> float:
 # --------------------------------------------------------------------------- report
 
 
+def component_costs() -> dict[str, float]:
+    """Microseconds per call of the pieces of a request, in process (best of 5 x 2000 calls)."""
+    import timeit
+
+    from app import imaging
+    from app.codec import Codec
+    from app.model import load_checkpoint
+
+    codec = Codec(load_checkpoint(WEIGHTS), torch.device("cpu"))
+    png = SEVEN.read_bytes()
+    pixels = imaging.read_digit(png)
+    latent = codec.encode(pixels)
+    model = load_checkpoint(WEIGHTS).model.eval()
+    x = torch.tensor(pixels.reshape(1, 784), dtype=torch.float32) / 255
+    pieces: dict[str, Callable[[], object]] = {
+        "PNG in (read_digit, 8-bit gray)": lambda: imaging.read_digit(png),
+        "PNG in, Pillow's full path": lambda: np.asarray(Image.open(io.BytesIO(png), formats=["PNG"])),
+        "encoder, numpy float64, batch 1": lambda: codec.engine.encode(pixels.reshape(1, 784)),
+        "encoder, torch float32, batch 1": lambda: _no_grad(model.encode, x),
+        "decoder, numpy float64, batch 1 (to bytes)": lambda: codec.decode_pixels(latent),
+        "PNG out (write_digit)": lambda: imaging.write_digit(pixels),
+        "whole /encode work (PNG in, encoder, pack)": lambda: codec.encode(imaging.read_digit(png)),
+        "whole /decode work (unpack, decoder, PNG out)": lambda: codec.decode(latent),
+    }
+    return {name: min(timeit.repeat(f, number=2000, repeat=5)) / 2000 * 1e6 for name, f in pieces.items()}
+
+
+def _no_grad(function: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    with torch.inference_mode():
+        return function(x)
+
+
 def machine() -> str:
     lines = Path("/proc/cpuinfo").read_text().splitlines()
     cpu = next((line.split(":", 1)[1].strip() for line in lines if "model name" in line), platform.processor())
@@ -258,7 +291,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         batched = compare(1, args.seconds, 1, args.connections, workdir, env={"MNIST_CODEC_BATCHING": "on"})
         rates = batch_rates(workdir)
         start = startup_seconds(workdir)
-    report = render(args, one, two, batched, rates, start)
+    costs = component_costs()
+    report = render(args, one, two, batched, rates, start, costs)
     print(report)
     args.out.write_text(report)
     return 0
@@ -271,6 +305,7 @@ def render(
     batched: dict[str, Load],
     rates: dict[str, float],
     start: float,
+    costs: dict[str, float],
 ) -> str:
     generator = "wrk (1 thread, Lua script for the body)" if shutil.which("wrk") else "Python httpx async client"
     lines = [
@@ -295,6 +330,8 @@ def render(
             )
     lines += ["", "## Batch endpoints over HTTP", "", "| request | digits/s |", "|---|---|"]
     lines += [f"| {name} | {rate:,.0f} |" for name, rate in rates.items()]
+    lines += ["", "## Where a request's time goes (in process, one core)", "", "| piece | us per call |", "|---|---|"]
+    lines += [f"| {name} | {cost:.1f} |" for name, cost in costs.items()]
     lines += ["", f"## Start-up\n\nProcess start to the first `/readyz` 200: {start:.2f} s (median of 3).", ""]
     return "\n".join(lines)
 
