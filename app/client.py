@@ -7,15 +7,18 @@ give the same bytes: the server runs the very `Codec` that `LocalCodec` runs.
 `RemoteCodec` uses the endpoints every server has (`/encode`, `/decode`, `/readyz`) and
 the optional ones only where the server answers them: `GET /models`, and
 `POST /encode/batch` (the files as repeated `img` parts, the latents back end to end,
-`24 * N` bytes). A 404 or 405 there means "not on this server" and the client falls back.
+`24 * N` bytes) and `POST /decode/batch` (the latents end to end, a uint8 .npy back, written
+out as PNGs here). A 404 or 405 there means "not on this server" and the client falls back.
 """
 
+import io
 import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 
 from app import imaging, latent
 from app.errors import CodecError, StartupError
@@ -98,6 +101,25 @@ class RemoteCodec:
         self.batch_available = True
         return [body[i : i + latent.LATENT_BYTES] for i in range(0, len(body), latent.LATENT_BYTES)]
 
+    def decode_batch(self, latents: Sequence[bytes]) -> list[bytes] | None:
+        """PNGs for all latents from one /decode/batch request, or None (as for `encode_batch`)."""
+        if self.batch_available is False:
+            return None
+        response = self._send("POST", "/decode/batch", content=b"".join(latents))
+        if response.status_code in (404, 405):
+            self.batch_available = False
+            return None
+        if response.status_code != 200:
+            return None
+        try:
+            digits = np.load(io.BytesIO(response.content), allow_pickle=False)
+        except ValueError:
+            return None
+        if digits.dtype != np.uint8 or digits.shape != (len(latents), imaging.SIDE, imaging.SIDE):
+            return None
+        self.batch_available = True
+        return [imaging.write_digit(digit) for digit in digits]
+
     def models(self) -> list[str]:
         """One line per model the server offers: from GET /models, else the one /readyz names."""
         response = self._send("GET", "/models")
@@ -143,6 +165,9 @@ class LocalCodec:
 
     def encode_batch(self, pngs: Sequence[bytes]) -> list[bytes] | None:
         return None  # one call per digit costs microseconds here
+
+    def decode_batch(self, latents: Sequence[bytes]) -> list[bytes] | None:
+        return None
 
     def models(self) -> list[str]:
         return [self.codec.model_id]

@@ -232,3 +232,14 @@ def test_without_a_batch_endpoint_files_still_go_jobs_at_a_time(tmp_path: Path) 
     sources = sorted(DIGITS_DIR.glob("*.png"))
     assert convert(fake, sources, tmp_path, batch_size=64) == 0  # all 20 fit in the first, refused, batch
     assert fake.most_in_flight == 2
+
+
+def test_decoding_many_files_uses_the_batch_endpoint(
+    live_server: LiveServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run("encode", str(DIGITS_DIR), "-o", f"{tmp_path}/lat/", "-q", "--url", live_server.url) == 0
+    assert run("decode", f"{tmp_path}/lat", "-o", f"{tmp_path}/png/", "--url", live_server.url) == 0
+    assert "(batch endpoint" in capsys.readouterr().out
+    for path in sorted((tmp_path / "lat").iterdir()):
+        single = httpx.post(f"{live_server.url}/decode", content=path.read_bytes(), timeout=10).content
+        assert (tmp_path / "png" / path.name.replace(".lat", ".png")).read_bytes() == single
