@@ -22,6 +22,7 @@ import os
 import platform
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import tempfile
@@ -118,7 +119,7 @@ def start_floor(port: int, log: Path, workers: int) -> subprocess.Popen[bytes]:
     argv[argv.index("app.main:app")] = "bench.floor:app"
     argv += ["--workers", str(workers)] if workers > 1 else []
     with open(log, "w") as out:
-        return subprocess.Popen(argv, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+        return subprocess.Popen(argv, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def wait_http(url: str, path: str, timeout: float = 60) -> None:
@@ -164,7 +165,7 @@ def compare(
         return best
     finally:
         server.stop()
-        floor.terminate()
+        os.killpg(floor.pid, signal.SIGKILL)  # with its workers
         floor.wait(10)
 
 

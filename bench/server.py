@@ -1,7 +1,9 @@
 """Start the service as the container does, on a loopback port: shared by tests and load scripts."""
 
+import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -62,7 +64,12 @@ class Server:
         full_env = {**os.environ, "MNIST_CODEC_WEIGHTS": str(weights), "MNIST_CODEC_DEVICE": "cpu", **(env or {})}
         with open(log, "w") as out:
             self.process = subprocess.Popen(
-                loopback_command(self.port), cwd=ROOT, env=full_env, stdout=out, stderr=subprocess.STDOUT
+                loopback_command(self.port),
+                cwd=ROOT,
+                env=full_env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group: `stop` ends uvicorn's workers too
             )
 
     @property
@@ -73,8 +80,9 @@ class Server:
         wait_ready(self.url, self.process, timeout, self.log_path)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
+        """Kill the server and every process it started (uvicorn's workers with --workers)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(10)
 
     def open_fds(self) -> int:
