@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, features
 
 from app import imaging, quality
 from app.codec import Codec, load_codecs, pick_device
@@ -58,6 +58,11 @@ class Row:
     mean_ssim: float
     lossless: bool
     seconds: float  # wall time to encode and decode all digits
+
+
+def available(codec: str) -> bool:
+    """Pillow writes PNG and JPEG always; WebP and AVIF only when built with libwebp / libavif."""
+    return codec in ("PNG", "JPEG") or bool(features.check(codec.lower()))
 
 
 def classic_round_trip(pixels: np.ndarray, codec: str, params: dict[str, Any]) -> tuple[int, np.ndarray]:
@@ -189,6 +194,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.info("%s", rows[-1])
     if not args.no_classic:
         for name, params in CLASSIC_SETTINGS:
+            if not available(name):
+                log.warning("skipping %s %s: this Pillow cannot write %s", name, params, name)
+                continue
             rows.append(measure_classic(digits, name, params))
             log.info("%s", rows[-1])
     args.out.mkdir(parents=True, exist_ok=True)
