@@ -19,7 +19,7 @@ end are an (N, 6) "<f4" array. Every value must be finite; NaN and +/-Inf are
 rejected. Finite values of any magnitude are accepted (the decoder's output is
 clamped to [0, 1] whatever its input).
 
-Format "24xu8", version 1 (the quantised models, e.g. `conv24`):
+Format "24xu8", version 1 (the quantised model, `mlp24`):
 
     offset  size  content
     0       1     q[0]  unsigned 8-bit integer, 0..255
