@@ -18,8 +18,8 @@ from app.settings import Settings
 MEAN_PSNR_BOUND_DB = 16.5
 
 MLP24_WEIGHTS = ROOT / "model_weights" / "mlp24" / "mlp24.pt"
-# mlp24 gives 22.67 dB on the full test set, 22.11 dB on these 20 digits; untrained, 6.4 dB.
-MLP24_BOUND_DB = 21.5
+# mlp24 gives 22.89 dB on the full test set, 22.59 dB on these 20 digits; untrained, 6.4 dB.
+MLP24_BOUND_DB = 22.0
 
 
 def psnr_db(original: np.ndarray, decoded: np.ndarray) -> float:
@@ -98,7 +98,7 @@ async def test_the_service_serves_mlp24_next_to_the_default(client: httpx.AsyncC
     body = (await client.get("/models")).json()
     assert body["default"] == "mlp6" and [m["name"] for m in body["models"]] == ["mlp6", "mlp24"]
     mlp24 = body["models"][1]
-    assert mlp24["id"] == load_checkpoint(MLP24_WEIGHTS).model_id and mlp24["test_psnr_db"] >= 22.5
+    assert mlp24["id"] == load_checkpoint(MLP24_WEIGHTS).model_id and mlp24["test_psnr_db"] >= 22.8
 
 
 def test_mlp24_metrics_json_describes_the_committed_weights() -> None:
@@ -106,4 +106,4 @@ def test_mlp24_metrics_json_describes_the_committed_weights() -> None:
     assert metrics["model_id"] == load_checkpoint(MLP24_WEIGHTS).model_id
     assert metrics["arch"] == "mlp24" and metrics["train_digits"] == 60_000 and metrics["test_digits"] == 10_000
     assert metrics["command"].startswith("python -m app.train --arch mlp24")
-    assert metrics["test"]["served_psnr_mean_db"] >= 22.5
+    assert metrics["test"]["served_psnr_mean_db"] >= 22.8
