@@ -177,9 +177,10 @@ def train(
     torch.manual_seed(config.seed)
     if config.threads:
         torch.set_num_threads(config.threads)
-    # A saturated sigmoid has a gradient below float32's normal range; on a CPU such denormal numbers
-    # are 10-100 times slower, and made mlp24's epochs go from 6 s to over a minute. Flushed to zero
-    # they change nothing that matters (they are below 1.2e-38).
+    # Denormal floats (below 1.2e-38, e.g. a saturated sigmoid's gradient) flushed to zero: on some
+    # CPUs they are many times slower. Added while chasing slow mlp24 epochs, which turned out to be
+    # other jobs on the machine (it changed neither the speed nor the first epochs' numbers); kept
+    # because the committed mlp24 weights were trained with it.
     torch.set_flush_denormal(True)
     model = build_model(config.arch, None if config.hidden is None else {"hidden": list(config.hidden)}).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
