@@ -21,7 +21,7 @@ each to [-CLAMP, CLAMP] (1e6, far beyond the encoder's range of a few tens) so
 that no value can overflow inside the network, and its output is clamped to
 [0, 1].
 
-Format "24xu8", version 1 (the quantised models, e.g. `conv24`):
+Format "24xu8", version 1 (the quantised model, `mlp24`):
 
     offset  size  content
     0       1     q[0]  unsigned 8-bit integer, 0..255

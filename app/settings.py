@@ -16,7 +16,7 @@ class Settings(BaseSettings):
         description="Checkpoint of the default model; a relative path is taken from the working directory.",
     )
     models: list[Path] = Field(
-        default=[],
+        default=[Path("model_weights/mlp24/mlp24.pt")],
         description=(
             "More checkpoints served next to `weights`, as a JSON list; a request picks one with "
             "?model=NAME, NAME being its architecture (mlp6, mlp24). '[]' serves `weights` only."

@@ -243,10 +243,11 @@ async def test_decode_checks_the_model_id_it_is_given(client: httpx.AsyncClient,
     assert encoded.headers["x-model-id"] in other.json()["detail"]
 
 
-async def test_models_lists_the_loaded_model(client: httpx.AsyncClient, app: FastAPI) -> None:
+async def test_models_lists_the_loaded_models(client: httpx.AsyncClient, app: FastAPI) -> None:
     body = (await client.get("/models")).json()
     assert body["default"] == "mlp6"
-    (model,) = body["models"]
+    assert [m["name"] for m in body["models"]] == ["mlp6", "mlp24"]
+    model = body["models"][0]
     assert model["id"] == app.state.codec.model_id and model["default"] is True
     assert model["latent_format"] == {"name": "6xf32le", "bytes": 24, "dtype": "<f4", "dims": 6}
     assert model["test_metrics"]["mse"] <= 0.0225 and model["test_metrics"]["psnr_mean_db"] > 17

@@ -35,11 +35,11 @@ def test_writes_table_numbers_and_plot(synthetic_mnist: Path, tmp_path: Path, tw
         and result["command"] == f"python -m app.evaluate --limit 5 --data-root {synthetic_mnist} --out {out}"
     )
     rows = {(r["codec"], r["setting"]): r for r in result["rows"]}
-    assert len(rows) == 2 + len(evaluate.CLASSIC_SETTINGS)
+    assert len(rows) == 2 + sum(evaluate.available(name) for name, _ in evaluate.CLASSIC_SETTINGS)
     assert rows["mlp6", "6xf32le"]["mean_bytes"] == rows["mlp24", "24xu8"]["mean_bytes"] == 24
     assert rows["PNG", "optimize"]["lossless"] and rows["PNG", "optimize"]["mean_psnr_db"] == 100
     assert rows["JPEG", "quality 1"]["mean_bytes"] < rows["JPEG", "quality 95"]["mean_bytes"]
-    assert {codec for codec, _ in rows} == {"mlp6", "mlp24", "PNG", "JPEG", "WebP", "AVIF"}
+    assert {codec for codec, _ in rows} >= {"mlp6", "mlp24", "PNG", "JPEG"}
 
     table = (out / "rate_distortion.md").read_text()
     assert "| **mlp24** (this service) | 24xu8 | 24.0 |" in table
@@ -64,6 +64,8 @@ def test_model_rows_go_through_the_service_codec(tiny_weights: Path) -> None:
     ],
 )
 def test_classic_round_trip_gives_a_28x28_digit(codec: str, params: dict[str, object]) -> None:
+    if not evaluate.available(codec):
+        pytest.skip(f"this Pillow cannot write {codec}")
     size, decoded = evaluate.classic_round_trip(DIGITS[0], codec, params)
     assert size > 0 and decoded.shape == (28, 28) and decoded.dtype == np.uint8
     if codec == "PNG":

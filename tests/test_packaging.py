@@ -6,6 +6,7 @@ import tomllib
 import yaml
 from conftest import ROOT
 
+from app.settings import Settings
 from bench.server import container_command
 
 
@@ -29,6 +30,13 @@ def test_dockerfile_runs_as_non_root_with_weights_and_healthcheck() -> None:
     assert "HEALTHCHECK" in dockerfile and "/readyz" in dockerfile
     assert "model_weights/mlp6.pt" in dockerfile
     assert (ROOT / "model_weights" / "mlp6.pt").is_file()
+
+
+def test_dockerfile_copies_every_default_model() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    for path in Settings.model_fields["models"].default:
+        assert f"COPY {path} " in dockerfile, path
+        assert (ROOT / path).is_file()
 
 
 def test_compose_serves_port_8000_on_a_gpu_with_healthcheck() -> None:

@@ -2,17 +2,24 @@
 
 import json
 
+import httpx
 import numpy as np
+import pytest
 import torch
-from conftest import COMMITTED_WEIGHTS
+from conftest import COMMITTED_WEIGHTS, ROOT
 
 from app import imaging
 from app.codec import Codec
-from app.model import Autoencoder, LoadedModel, load_checkpoint, model_id
+from app.model import Autoencoder, LoadedModel, QuantizedAutoencoder, load_checkpoint, model_id
+from app.settings import Settings
 
 # The full test set gives 17.45 dB (model_weights/metrics.json); these 20 digits give 17.40 dB,
 # an untrained network 6.4 dB. The bound sits close below the real figure.
 MEAN_PSNR_BOUND_DB = 16.5
+
+MLP24_WEIGHTS = ROOT / "model_weights" / "mlp24" / "mlp24.pt"
+# mlp24 gives 22.89 dB on the full test set, 22.59 dB on these 20 digits; untrained, 6.4 dB.
+MLP24_BOUND_DB = 22.0
 
 
 def psnr_db(original: np.ndarray, decoded: np.ndarray) -> float:
@@ -46,3 +53,57 @@ def test_metrics_json_describes_the_committed_weights() -> None:
     assert metrics["config"]["epochs"] == 50 and metrics["train_digits"] == 60_000
     assert metrics["test_digits"] == 10_000
     assert metrics["test"]["mse"] <= 0.0225
+
+
+def test_committed_mlp24_reaches_its_psnr_bound(digits: list[tuple[str, bytes, np.ndarray]]) -> None:
+    codec = Codec(load_checkpoint(MLP24_WEIGHTS), torch.device("cpu"))
+    assert codec.format.name == "24xu8"
+    assert mean_round_trip_psnr(codec, digits) >= MLP24_BOUND_DB
+
+
+def test_mlp24_bound_rejects_untrained_weights(digits: list[tuple[str, bytes, np.ndarray]]) -> None:
+    torch.manual_seed(0)
+    untrained = QuantizedAutoencoder().eval()
+    loaded = LoadedModel(untrained, model_id(untrained.state_dict(), "mlp24"), "mlp24")
+    assert mean_round_trip_psnr(Codec(loaded, torch.device("cpu")), digits) < MLP24_BOUND_DB - 3
+
+
+def test_mlp24_latents_are_the_rounded_encoder_output(digits: list[tuple[str, bytes, np.ndarray]]) -> None:
+    """The served bytes are round(z * 255) of the trained network's z (the float32 torch model here)."""
+    loaded = load_checkpoint(MLP24_WEIGHTS)
+    codec = Codec(loaded, torch.device("cpu"))
+    pixels = np.stack([p for _, _, p in digits])
+    with torch.inference_mode():
+        z = loaded.model.encode(torch.tensor(pixels.reshape(-1, 784), dtype=torch.float32) / 255)
+    expected = np.round(z.double().numpy() * 255).astype(np.int64)
+    served = np.stack([np.frombuffer(codec.encode(p), np.uint8) for p in pixels]).astype(np.int64)
+    # A serving path that computes in another precision may round a value sitting on a half the other way.
+    assert np.abs(served - expected).max() <= 1 and (served == expected).mean() >= 0.99
+
+
+def test_mlp24_decoding_is_deterministic(digits: list[tuple[str, bytes, np.ndarray]]) -> None:
+    """The same bytes give the same PNG, call after call and after a fresh load of the weights."""
+    first, second = (Codec(load_checkpoint(MLP24_WEIGHTS), torch.device("cpu")) for _ in range(2))
+    latents = [first.encode(pixels) for _, _, pixels in digits] + [bytes(range(24)), b"\xff" * 24, b"\0" * 24]
+    for data in latents:
+        png = first.decode(data)
+        assert first.decode(data) == png and second.decode(data) == png
+    assert [second.encode(pixels) for _, _, pixels in digits] == latents[: len(digits)]
+
+
+@pytest.mark.anyio
+async def test_the_service_serves_mlp24_next_to_the_default(client: httpx.AsyncClient) -> None:
+    """The default settings serve the committed mlp24 as a second model; mlp6 stays the default."""
+    assert [ROOT / path for path in Settings.model_fields["models"].default] == [MLP24_WEIGHTS]
+    body = (await client.get("/models")).json()
+    assert body["default"] == "mlp6" and [m["name"] for m in body["models"]] == ["mlp6", "mlp24"]
+    mlp24 = body["models"][1]
+    assert mlp24["id"] == load_checkpoint(MLP24_WEIGHTS).model_id and mlp24["test_psnr_db"] >= 22.8
+
+
+def test_mlp24_metrics_json_describes_the_committed_weights() -> None:
+    metrics = json.loads((MLP24_WEIGHTS.parent / "metrics.json").read_text())
+    assert metrics["model_id"] == load_checkpoint(MLP24_WEIGHTS).model_id
+    assert metrics["arch"] == "mlp24" and metrics["train_digits"] == 60_000 and metrics["test_digits"] == 10_000
+    assert metrics["command"].startswith("python -m app.train --arch mlp24")
+    assert metrics["test"]["served_psnr_mean_db"] >= 22.8
