@@ -22,11 +22,12 @@ requests: with several replicas, Prometheus scrapes each of them.
 
 import json
 import logging
+import os
 import re
 import sys
 import time
-import uuid
 from collections.abc import Iterator
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
@@ -37,6 +38,7 @@ from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 REQUEST_ID_HEADER = "x-request-id"
+_REQUEST_ID_NAME = REQUEST_ID_HEADER.encode()
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _INTERNAL_ERROR = json.dumps({"detail": "internal server error"}).encode()
 
@@ -73,10 +75,25 @@ class Metrics:
             registry=self.registry,
         )
         self.registry.register(ModelInfo(app))
+        # labels() takes a lock and builds a key on every call; a request only needs a dict lookup.
+        self._counters: dict[tuple[str, str, int], Any] = {}
+        self._timers: dict[str, Any] = {}
+
+    def count(self, endpoint: str, method: str, status: int, seconds: float) -> None:
+        counter = self._counters.get((endpoint, method, status))
+        if counter is None:
+            counter = self._counters[(endpoint, method, status)] = self.requests.labels(
+                endpoint=endpoint, method=method, status=str(status)
+            )
+        timer = self._timers.get(endpoint)
+        if timer is None:
+            timer = self._timers[endpoint] = self.latency.labels(endpoint=endpoint)
+        counter.inc()
+        timer.observe(seconds)
 
 
 class ModelInfo(Collector):
-    """`mnist_codec_model_info{model_id, device} 1` for the model being served, read at scrape time."""
+    """`mnist_codec_model_info{model_id, device} 1` for each model being served, read at scrape time."""
 
     def __init__(self, app: FastAPI) -> None:
         self.app = app
@@ -84,11 +101,10 @@ class ModelInfo(Collector):
     def collect(self) -> Iterator[Metric]:
         family = GaugeMetricFamily(
             "mnist_codec_model_info",
-            "The model being served (value 1), by model id and device.",
+            "The models being served (value 1), by model id and device.",
             labels=["model_id", "device"],
         )
-        codec = getattr(self.app.state, "codec", None)
-        if codec is not None:
+        for codec in getattr(self.app.state, "codecs", None) or ():
             family.add_metric([codec.model_id, str(codec.device)], 1)
         yield family
 
@@ -111,12 +127,12 @@ def endpoint_of(scope: Scope) -> str:
 def request_id_from(scope: Scope) -> str:
     """The client's X-Request-Id when it is a sane token, else a new random one."""
     for name, value in scope["headers"]:
-        if name == REQUEST_ID_HEADER.encode():
+        if name == _REQUEST_ID_NAME:
             text = bytes(value).decode("latin-1")
             if _SANE_REQUEST_ID.fullmatch(text):
                 return text
             break
-    return uuid.uuid4().hex
+    return os.urandom(16).hex()  # as random as uuid4().hex, without building a UUID
 
 
 def configure_access_log() -> None:
@@ -150,8 +166,8 @@ class Observability:
             nonlocal status, sent_bytes
             if message["type"] == "http.response.start":
                 status = message["status"]
-                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != REQUEST_ID_HEADER.encode()]
-                message = {**message, "headers": [*headers, (REQUEST_ID_HEADER.encode(), request_id.encode())]}
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != _REQUEST_ID_NAME]
+                message = {**message, "headers": [*headers, (_REQUEST_ID_NAME, request_id.encode())]}
             elif message["type"] == "http.response.body":
                 sent_bytes += len(message.get("body", b""))
             await send(message)
@@ -178,8 +194,9 @@ class Observability:
     def _record(self, scope: Scope, request_id: str, status: int, sent_bytes: int, seconds: float) -> None:
         endpoint = endpoint_of(scope)  # the router has put the matched route in the scope by now
         metrics: Metrics = self.fastapi_app.state.metrics
-        metrics.requests.labels(endpoint=endpoint, method=scope["method"], status=str(status)).inc()
-        metrics.latency.labels(endpoint=endpoint).observe(seconds)
+        metrics.count(endpoint, scope["method"], status, seconds)
+        if not access_log.isEnabledFor(logging.INFO):
+            return
         client = scope.get("client")
         access_log.info(
             json.dumps(

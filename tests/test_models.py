@@ -164,3 +164,9 @@ async def test_batch_endpoints_take_the_model_too(
     decoded = await two.post(f"/decode/batch?model={name}", content=batch.content)
     assert decoded.status_code == 200 and decoded.headers["x-model-id"] == batch.headers["x-model-id"]
     assert (await two.post("/encode/batch?model=nope", files=files)).status_code == 404
+
+
+async def test_metrics_name_every_model_served(two: httpx.AsyncClient) -> None:
+    metrics = (await two.get("/metrics")).text
+    for model in (await two.get("/models")).json()["models"]:
+        assert f'mnist_codec_model_info{{device="cpu",model_id="{model["id"]}"}} 1.0' in metrics
