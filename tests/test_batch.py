@@ -155,3 +155,15 @@ async def test_micro_batch_sizes_reach_the_metrics(digits: Digits) -> None:
         await asyncio.gather(*(client.post("/encode", files={"img": ("d.png", p)}) for _, p, _ in digits[:8]))
         metrics = (await client.get("/metrics")).text
         assert 'mnist_codec_batch_size_sum{endpoint="/encode"} 8.0' in metrics
+
+
+async def test_large_batches_split_across_threads_change_no_byte(client: httpx.AsyncClient) -> None:
+    digits = np.random.default_rng(5).integers(0, 256, size=(300, 28, 28), dtype=np.uint8)
+    digits[:, :4] = 0  # some zero borders, like MNIST
+    latents = (await client.post("/encode/batch", **as_npy(digits))).content
+    first = (await client.post("/encode/batch", **as_npy(digits[:1]))).content
+    last = (await client.post("/encode/batch", **as_npy(digits[-1:]))).content
+    assert len(latents) == 300 * 24 and latents[:24] == first and latents[-24:] == last
+    decoded = np.load(io.BytesIO((await client.post("/decode/batch", content=latents)).content))
+    one = np.load(io.BytesIO((await client.post("/decode/batch", content=latents[-24:])).content))
+    np.testing.assert_array_equal(decoded[-1:], one)
