@@ -264,6 +264,10 @@ def _no_grad(function: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) 
         return function(x)
 
 
+def _yes(ok: bool) -> str:
+    return "yes" if ok else "no"
+
+
 def machine() -> str:
     lines = Path("/proc/cpuinfo").read_text().splitlines()
     cpu = next((line.split(":", 1)[1].strip() for line in lines if "model name" in line), platform.processor())
@@ -329,6 +333,20 @@ def render(
                 f"| {label} | /{name} | {s.rps:,.0f} | {f.rps:,.0f} | {s.rps / f.rps:.2f} | "
                 f"{s.p50_ms:.2f} / {s.p99_ms:.2f} | {f.p50_ms:.2f} / {f.p99_ms:.2f} |"
             )
+    lines += ["", "## Targets (issue #4)", "", "| target | measured | met |", "|---|---|---|"]
+    for name in ("encode", "decode"):
+        s, f = one[f"service {name}"], one[f"floor {name}"]
+        ratio = s.rps / f.rps
+        lines.append(f"| /{name} >= 0.80 of its floor (1 worker) | {ratio:.2f} | {_yes(ratio >= 0.8)} |")
+        lines.append(
+            f"| /{name} p99 <= 2x the floor's | {s.p99_ms:.1f} ms vs 2 x {f.p99_ms:.1f} ms | "
+            f"{_yes(s.p99_ms <= 2 * f.p99_ms)} |"
+        )
+    npy = rates["encode npy 10,000"]
+    lines.append(f"| 10,000-digit .npy encode >= 200,000 digits/s | {npy:,.0f} | {_yes(npy >= 200_000)} |")
+    lines.append(f"| start to /readyz <= 3 s | {start:.2f} s | {_yes(start <= 3)} |")
+    gpu = "a CUDA device was present" if torch.cuda.is_available() else "no GPU here: GPU figures not measured"
+    lines += ["", f"Device: {gpu}."]
     lines += ["", "## Batch endpoints over HTTP", "", "| request | digits/s |", "|---|---|"]
     lines += [f"| {name} | {rate:,.0f} |" for name, rate in rates.items()]
     lines += ["", "## Where a request's time goes (in process, one core)", "", "| piece | us per call |", "|---|---|"]
