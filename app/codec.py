@@ -73,10 +73,6 @@ class Codec:
         """(N, dims) latent values, as the format gives them back -> (N, 28, 28) uint8 digits."""
         return self._decode_rows(z).reshape(len(z), imaging.SIDE, imaging.SIDE)
 
-    def decode_batch(self, data: bytes) -> np.ndarray:
-        """N latents end to end -> (N, 28, 28) uint8 digits; LatentError names the first bad one."""
-        return self.decode_many(self.format.unpack_many(data))
-
     def decode_pixels(self, data: bytes) -> np.ndarray:
         """Latent bytes -> a (28, 28) uint8 digit; LatentError when they do not follow the format."""
         pixels: np.ndarray = self.decode_many(self.format.unpack(data)[np.newaxis])[0]

@@ -166,13 +166,3 @@ def pack(z: np.ndarray) -> bytes:
 def unpack(data: bytes) -> np.ndarray:
     """24 "6xf32le" wire bytes as a (6,) float32 array; raises LatentError when they are not."""
     return REFERENCE.unpack(data)
-
-
-def pack_many(z: np.ndarray) -> bytes:
-    """(N, 6) latent values as N x 24 "6xf32le" wire bytes, end to end."""
-    return REFERENCE.pack_many(z)
-
-
-def unpack_many(data: bytes) -> np.ndarray:
-    """N x 24 "6xf32le" wire bytes as an (N, 6) float32 array; LatentError names the first bad latent."""
-    return REFERENCE.unpack_many(data)
