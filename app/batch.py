@@ -18,8 +18,8 @@ import numpy as np
 from anyio import to_thread
 from fastapi import APIRouter, Request, Response
 
-from app import imaging
-from app.codec import Codec
+from app.codec import imaging
+from app.codec.codecs import Codec
 from app.errors import CodecError, RequestFormatError
 from app.http import MODEL_PARAM, codec_for_latent, current_codec, error_responses, read_file_fields
 from app.observability import observe_batch

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from app import imaging, latent
+from app.codec import imaging, latent
 from app.errors import CodecError, StartupError
 
 DEFAULT_URL = "http://localhost:8000"
@@ -137,8 +137,8 @@ class LocalCodec:
     """The committed weights (or a given checkpoint) in this process, with the service's settings."""
 
     def __init__(self, weights: Path, device: str = "auto") -> None:
-        from app.codec import Codec, pick_device  # torch: imported only when the model runs here
-        from app.model import load_checkpoint
+        from app.codec.codecs import Codec, pick_device  # torch: imported only when the model runs here
+        from app.codec.model import load_checkpoint
 
         try:
             torch_device = pick_device(device)

@@ -31,8 +31,9 @@ import numpy as np
 import torch
 from PIL import Image, features
 
-from app import imaging, quality
-from app.codec import Codec, load_codecs, pick_device
+from app import quality
+from app.codec import imaging
+from app.codec.codecs import Codec, load_codecs, pick_device
 from app.errors import DataError, StartupError
 from app.settings import Settings
 

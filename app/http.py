@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.datastructures import UploadFile
 from starlette.requests import ClientDisconnect
 
-from app.codec import Codec, Codecs
+from app.codec.codecs import Codec, Codecs
 from app.errors import (
     BodyTooLargeError,
     CodecError,

@@ -15,9 +15,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
-from app import imaging, latent
 from app.batch import router as batch_router
-from app.codec import Codec, Codecs, load_codecs, pick_device
+from app.codec import imaging, latent
+from app.codec.codecs import Codec, Codecs, load_codecs, pick_device
 from app.errors import StartupError
 from app.http import (
     MODEL_PARAM,

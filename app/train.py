@@ -34,9 +34,9 @@ from typing import Any, Literal
 import torch
 
 from app import data
-from app.codec import pick_device
+from app.codec.codecs import pick_device
+from app.codec.model import ARCH, ARCHITECTURES, CodecModel, build_model, save_checkpoint
 from app.errors import DataError, StartupError
-from app.model import ARCH, ARCHITECTURES, CodecModel, build_model, save_checkpoint
 
 log = logging.getLogger("app.train")
 

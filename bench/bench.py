@@ -236,9 +236,9 @@ def component_costs() -> dict[str, float]:
     """Microseconds per call of the pieces of a request, in process (best of 5 x 2000 calls)."""
     import timeit
 
-    from app import imaging
-    from app.codec import Codec
-    from app.model import load_checkpoint
+    from app.codec import imaging
+    from app.codec.codecs import Codec
+    from app.codec.model import load_checkpoint
 
     codec = Codec(load_checkpoint(WEIGHTS), torch.device("cpu"))
     png = SEVEN.read_bytes()

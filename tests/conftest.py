@@ -16,8 +16,8 @@ from fastapi import FastAPI
 from PIL import Image
 
 from app import data
+from app.codec.model import Autoencoder, save_checkpoint
 from app.main import create_app
-from app.model import Autoencoder, save_checkpoint
 from app.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent

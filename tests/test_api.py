@@ -12,10 +12,10 @@ from conftest import COMMITTED_WEIGHTS, png_bytes
 from fastapi import FastAPI
 from PIL import Image
 
-from app.codec import pick_device
+from app.codec.codecs import pick_device
+from app.codec.model import load_checkpoint
 from app.errors import CheckpointError, StartupError
 from app.main import create_app
-from app.model import load_checkpoint
 from app.settings import Settings
 
 pytestmark = pytest.mark.anyio
@@ -38,7 +38,7 @@ async def test_encode_gives_24_bytes_and_the_model_id(
 
 
 async def test_latent_bytes_are_the_encoders_output(client: httpx.AsyncClient, app: FastAPI, digits: Digits) -> None:
-    """Serving arithmetic is float64 rounded to float32 (app/engine.py): the torch model run that way
+    """Serving arithmetic is float64 rounded to float32 (app/codec/engine.py): the torch model run that way
     gives exactly the bytes, and the float32 model it was trained as agrees to rounding."""
     model = load_checkpoint(app.state.settings.weights).model
     for name, png, pixels in digits:

@@ -6,8 +6,8 @@ import torch
 from conftest import COMMITTED_WEIGHTS
 from torch import nn
 
-from app.engine import NumpyMLP, TorchEngine, make_engine
-from app.model import load_checkpoint
+from app.codec.engine import NumpyMLP, TorchEngine, make_engine
+from app.codec.model import load_checkpoint
 
 rng = np.random.default_rng(3)
 

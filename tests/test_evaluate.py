@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from app import evaluate, imaging, quality
-from app.codec import Codec
-from app.model import QuantizedArgs, QuantizedAutoencoder, load_checkpoint, save_checkpoint
+from app import evaluate, quality
+from app.codec import imaging
+from app.codec.codecs import Codec
+from app.codec.model import QuantizedArgs, QuantizedAutoencoder, load_checkpoint, save_checkpoint
 
 DIGITS = np.random.default_rng(5).integers(0, 256, size=(3, 28, 28), dtype=np.uint8)
 

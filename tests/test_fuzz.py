@@ -23,11 +23,11 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from app import imaging, latent
-from app.codec import Codec
+from app.codec import imaging, latent
+from app.codec.codecs import Codec
+from app.codec.model import load_checkpoint
 from app.errors import LatentError
 from app.main import create_app
-from app.model import load_checkpoint
 from app.settings import Settings
 
 FINITE_F32 = st.floats(width=32, allow_nan=False, allow_infinity=False)

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageFile, PngImagePlugin
 
-from app import imaging
+from app.codec import imaging
 from app.errors import ImageError, ImageSizeError, NotPNGError
 
 rng = np.random.default_rng(7)

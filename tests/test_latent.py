@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from app import latent
+from app.codec import latent
 from app.errors import LatentError
 
 

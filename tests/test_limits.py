@@ -9,7 +9,7 @@ import pytest
 from conftest import COMMITTED_WEIGHTS
 from fastapi import FastAPI
 
-from app.codec import Codec
+from app.codec.codecs import Codec
 from app.main import create_app
 from app.settings import Settings
 

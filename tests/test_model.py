@@ -4,8 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from app.errors import CheckpointError
-from app.model import (
+from app.codec.model import (
     ARCH,
     ARCHITECTURES,
     Autoencoder,
@@ -17,6 +16,7 @@ from app.model import (
     model_id,
     save_checkpoint,
 )
+from app.errors import CheckpointError
 
 
 def test_reference_architecture() -> None:

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
+from app.codec.model import QuantizedArgs, QuantizedAutoencoder, save_checkpoint
 from app.errors import StartupError
 from app.main import create_app
-from app.model import QuantizedArgs, QuantizedAutoencoder, save_checkpoint
 from app.settings import Settings
 
 pytestmark = pytest.mark.anyio

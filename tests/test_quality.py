@@ -8,9 +8,9 @@ import pytest
 import torch
 from conftest import COMMITTED_WEIGHTS, ROOT
 
-from app import imaging
-from app.codec import Codec
-from app.model import Autoencoder, LoadedModel, QuantizedAutoencoder, load_checkpoint, model_id
+from app.codec import imaging
+from app.codec.codecs import Codec
+from app.codec.model import Autoencoder, LoadedModel, QuantizedAutoencoder, load_checkpoint, model_id
 from app.settings import Settings
 
 # The full test set gives 17.45 dB (model_weights/metrics.json); these 20 digits give 17.40 dB,

@@ -12,7 +12,7 @@ import pytest
 import torch
 from conftest import COMMITTED_WEIGHTS
 
-from app.model import Autoencoder, ModelArgs, save_checkpoint
+from app.codec.model import Autoencoder, ModelArgs, save_checkpoint
 from bench.server import Server
 
 

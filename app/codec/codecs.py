@@ -2,8 +2,8 @@
 
 Pixel mapping, the same as in training: byte b -> b / 255 on the way in; output
 y -> round(clamp(y, 0, 1) * 255) on the way out. The latent bytes are whatever
-the model's format (`app.latent`) makes of the encoder's output. The arithmetic
-is the engine's (`app.engine`): float64, so a digit's bytes do not depend on
+the model's format (`app.codec.latent`) makes of the encoder's output. The arithmetic
+is the engine's (`app.codec.engine`): float64, so a digit's bytes do not depend on
 what it was batched with. The service, the evaluation and the tests all go
 through these methods.
 
@@ -16,11 +16,11 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import torch
 
-from app import imaging, latent
-from app.batching import MicroBatcher
-from app.engine import make_engine
+from app.codec import imaging, latent
+from app.codec.batching import MicroBatcher
+from app.codec.engine import make_engine
+from app.codec.model import LoadedModel, load_checkpoint
 from app.errors import StartupError, UnknownModelError
-from app.model import LoadedModel, load_checkpoint
 from app.settings import Settings
 
 PIXELS = imaging.SIDE * imaging.SIDE
@@ -49,7 +49,7 @@ class Codec:
     def enable_batching(
         self, max_batch: int, max_wait_us: int, on_batch: Callable[[str, int], None] | None = None
     ) -> None:
-        """Let concurrent single requests share model calls (app/batching.py); `on_batch(name, size)` counts them."""
+        """Let concurrent single requests share model calls (`batching`); `on_batch(name, size)` counts them."""
 
         def told(name: str) -> Callable[[int], None] | None:
             return None if on_batch is None else lambda size: on_batch(name, size)

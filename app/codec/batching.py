@@ -5,7 +5,7 @@ waits at most `max_wait_us` for company; the batch runs as soon as it holds
 `max_batch` items or the wait is over. On a GPU this turns many kernel launches
 and synchronisations into one; on a CPU it mostly adds the wait (see
 BENCHMARKS.md), so it is off there by default. Results do not depend on the
-batch (app/engine.py), so batching never changes a byte.
+batch (app/codec/engine.py), so batching never changes a byte.
 """
 
 import asyncio

@@ -1,6 +1,6 @@
 """The autoencoders, their registry, and checkpoints.
 
-Two architectures, each with its own latent format (`app.latent`):
+Two architectures, each with its own latent format (`app.codec.latent`):
 
 - `mlp6`, the reference design: encoder 784-128-64-12-6 with ReLU between layers,
   decoder the mirror image ending in a Sigmoid, so outputs lie in (0, 1) like the
@@ -53,7 +53,7 @@ class CodecModel(nn.Module):
     """What the codec and the trainer need from any architecture."""
 
     arch: ClassVar[str]
-    latent_format: ClassVar[str]  # a name in app.latent.FORMATS
+    latent_format: ClassVar[str]  # a name in app.codec.latent.FORMATS
     args: Any  # the architecture's Args dataclass
     encoder: nn.Module
     decoder: nn.Module
