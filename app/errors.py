@@ -1,6 +1,6 @@
 """Errors raised by mnist-codec's pure modules.
 
-The hierarchy, and the HTTP status the web layer (`app.http`) gives each:
+The hierarchy, and the HTTP status the web layer (`app.service.http`) gives each:
 
     CodecError(ValueError)          a client sent something we cannot use
      ├── ImageError                 400  empty, not an image, corrupt or truncated PNG
@@ -15,7 +15,7 @@ The hierarchy, and the HTTP status the web layer (`app.http`) gives each:
      └── CheckpointError            the weights cannot be loaded
     DataError(RuntimeError)         MNIST could not be prepared on disk
 
-Only `app.http` knows about status codes; everything else raises these.
+Only `app.service.http` knows about status codes; everything else raises these.
 """
 
 

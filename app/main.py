@@ -15,11 +15,11 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
-from app.batch import router as batch_router
 from app.codec import imaging, latent
 from app.codec.codecs import Codec, Codecs, load_codecs, pick_device
 from app.errors import StartupError
-from app.http import (
+from app.service.batch import router as batch_router
+from app.service.http import (
     MODEL_PARAM,
     codec_for_latent,
     current_codec,
@@ -28,10 +28,10 @@ from app.http import (
     loaded_codecs,
     read_file_field,
 )
-from app.middleware import BodySizeLimit, CatchUnexpected, ConcurrencyLimit
-from app.observability import install_observability
-from app.pages import install_pages
-from app.schemas import Health, LatentFormatInfo, ModelInfo, ModelList, Ready
+from app.service.middleware import BodySizeLimit, CatchUnexpected, ConcurrencyLimit
+from app.service.observability import install_observability
+from app.service.pages import install_pages
+from app.service.schemas import Health, LatentFormatInfo, ModelInfo, ModelList, Ready
 from app.settings import Settings, get_settings
 
 log = logging.getLogger("app")

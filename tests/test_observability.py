@@ -1,4 +1,4 @@
-"""X-Request-Id, GET /metrics and the JSON access log (app/observability.py)."""
+"""X-Request-Id, GET /metrics and the JSON access log (app/service/observability.py)."""
 
 import json
 import logging
@@ -12,7 +12,7 @@ from conftest import LiveServer
 from fastapi import FastAPI, Request
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.observability import observe_batch
+from app.service.observability import observe_batch
 
 pytestmark = pytest.mark.anyio
 

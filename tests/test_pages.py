@@ -1,4 +1,4 @@
-"""The demo page's files, served by the app itself and shipped with the package (app/pages.py)."""
+"""The demo page's files, served by the app itself and shipped with the package (app/service/pages.py)."""
 
 import fnmatch
 import re
@@ -8,7 +8,7 @@ import httpx
 import pytest
 from conftest import ROOT
 
-from app.pages import STATIC_DIR
+from app.service.pages import STATIC_DIR
 
 pytestmark = pytest.mark.anyio
 
@@ -39,7 +39,7 @@ async def test_the_page_uses_the_public_endpoints_only(client: httpx.AsyncClient
 
 def test_the_static_files_are_package_data() -> None:
     """A non-editable install (the container's) must carry the page."""
-    patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["app"]
+    patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["app.service"]
     for path in STATIC_DIR.iterdir():
         relative = path.relative_to(STATIC_DIR.parent).as_posix()
         assert any(fnmatch.fnmatch(relative, pattern) for pattern in patterns), relative

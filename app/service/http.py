@@ -24,7 +24,7 @@ from app.errors import (
     RequestFormatError,
     UnknownModelError,
 )
-from app.schemas import ErrorBody
+from app.service.schemas import ErrorBody
 
 log = logging.getLogger("app")
 

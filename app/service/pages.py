@@ -1,6 +1,6 @@
 """The demo page: `GET /` and its static files under `/static`.
 
-Plain HTML, CSS and JavaScript in `app/static/` (shipped as package data), no
+Plain HTML, CSS and JavaScript in `app/service/static/` (shipped as package data), no
 build step. The page calls the same `/encode` and `/decode` endpoints as any client.
 """
 

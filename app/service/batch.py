@@ -21,8 +21,8 @@ from fastapi import APIRouter, Request, Response
 from app.codec import imaging
 from app.codec.codecs import Codec
 from app.errors import CodecError, RequestFormatError
-from app.http import MODEL_PARAM, codec_for_latent, current_codec, error_responses, read_file_fields
-from app.observability import observe_batch
+from app.service.http import MODEL_PARAM, codec_for_latent, current_codec, error_responses, read_file_fields
+from app.service.observability import observe_batch
 
 NPY = "application/x-npy"
 OCTET_STREAM = "application/octet-stream"
