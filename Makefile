@@ -38,10 +38,10 @@ test-tools: ## install Debian's chromium, chromium-driver (demo-page test) and n
 	  { [ -z "$$CI" ] && echo "warning: could not install chromium/nginx: the browser and proxy tests will skip"; }; fi
 
 data: install ## fetch and verify MNIST under data/
-	$(BIN)/python -m app.data --root data
+	$(BIN)/python -m app.training.data --root data
 
 train: install ## retrain the reference model into model_weights/ (about 3 minutes on 2 cores)
-	$(BIN)/python -m app.train
+	$(BIN)/python -m app.training.train
 
 soak: install ## 20,000 mixed requests at concurrency 64 against a real server; prints status counts, latency, RSS
 	$(BIN)/python -m bench.soak

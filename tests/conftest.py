@@ -15,10 +15,10 @@ import torch
 from fastapi import FastAPI
 from PIL import Image
 
-from app import data
 from app.codec.model import Autoencoder, save_checkpoint
 from app.main import create_app
 from app.settings import Settings
+from app.training import data
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMITTED_WEIGHTS = ROOT / "model_weights" / "mlp6.pt"

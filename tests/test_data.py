@@ -1,4 +1,4 @@
-"""Tests for app.data: MNIST sources, conversion, verification. No network unless opted in."""
+"""Tests for app.training.data: MNIST sources, conversion, verification. No network unless opted in."""
 
 from __future__ import annotations
 
@@ -23,8 +23,8 @@ import pytest
 import torch
 import torchvision
 
-from app import data
 from app.errors import DataError
+from app.training import data
 
 SIZES = {"train": 3, "valid": 2, "test": 2}
 NAMES = (
@@ -138,7 +138,7 @@ def source_bytes() -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
 @pytest.fixture
 def expected_idx(source_bytes: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, bytes]:
-    """The IDX files the conversion must produce, built independently of app.data."""
+    """The IDX files the conversion must produce, built independently of app.training.data."""
     train_x = np.concatenate([source_bytes["train"][0], source_bytes["valid"][0]])
     train_y = np.concatenate([source_bytes["train"][1], source_bytes["valid"][1]])
     return {

@@ -1,4 +1,4 @@
-"""`python -m app.evaluate` on a few synthetic digits: the table, the numbers and the plot."""
+"""`python -m app.training.evaluate` on a few synthetic digits: the table, the numbers and the plot."""
 
 import json
 from pathlib import Path
@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from app import evaluate, quality
 from app.codec import imaging
 from app.codec.codecs import Codec
 from app.codec.model import QuantizedArgs, QuantizedAutoencoder, load_checkpoint, save_checkpoint
+from app.training import evaluate, quality
 
 DIGITS = np.random.default_rng(5).integers(0, 256, size=(3, 28, 28), dtype=np.uint8)
 
@@ -33,7 +33,7 @@ def test_writes_table_numbers_and_plot(synthetic_mnist: Path, tmp_path: Path, tw
     result = json.loads((out / "rate_distortion.json").read_text())
     assert (
         result["digits"] == 5
-        and result["command"] == f"python -m app.evaluate --limit 5 --data-root {synthetic_mnist} --out {out}"
+        and result["command"] == f"python -m app.training.evaluate --limit 5 --data-root {synthetic_mnist} --out {out}"
     )
     rows = {(r["codec"], r["setting"]): r for r in result["rows"]}
     assert len(rows) == 2 + sum(evaluate.available(name) for name, _ in evaluate.CLASSIC_SETTINGS)

@@ -105,5 +105,5 @@ def test_mlp24_metrics_json_describes_the_committed_weights() -> None:
     metrics = json.loads((MLP24_WEIGHTS.parent / "metrics.json").read_text())
     assert metrics["model_id"] == load_checkpoint(MLP24_WEIGHTS).model_id
     assert metrics["arch"] == "mlp24" and metrics["train_digits"] == 60_000 and metrics["test_digits"] == 10_000
-    assert metrics["command"].startswith("python -m app.train --arch mlp24")
+    assert metrics["command"].startswith("python -m app.training.train --arch mlp24")
     assert metrics["test"]["served_psnr_mean_db"] >= 22.8

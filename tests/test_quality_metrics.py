@@ -1,9 +1,9 @@
-"""app.quality: per-image PSNR and SSIM."""
+"""app.training.quality: per-image PSNR and SSIM."""
 
 import numpy as np
 import pytest
 
-from app import quality
+from app.training import quality
 
 rng = np.random.default_rng(3)
 DIGITS = rng.integers(0, 256, size=(4, 28, 28), dtype=np.uint8)

@@ -1,4 +1,4 @@
-"""`python -m app.train` end to end on a tiny synthetic MNIST, and the service loading its output."""
+"""`python -m app.training.train` end to end on a tiny synthetic MNIST, and the service loading its output."""
 
 import json
 from pathlib import Path
@@ -10,10 +10,10 @@ import torch
 from conftest import png_bytes
 from PIL import Image
 
-from app import data, train
 from app.errors import DataError
 from app.main import create_app
 from app.settings import Settings
+from app.training import data, train
 
 
 @pytest.mark.anyio
@@ -24,7 +24,7 @@ async def test_one_epoch_writes_a_checkpoint_the_service_loads(synthetic_mnist: 
 
     assert {p.name for p in out.iterdir()} == {"mlp6.pt", "metrics.json", "loss_curve.png", "reconstructions.png"}
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["command"].startswith("python -m app.train --epochs 1")
+    assert metrics["command"].startswith("python -m app.training.train --epochs 1")
     assert metrics["config"]["seed"] == 42 and metrics["config"]["lr"] == 5e-4
     assert metrics["train_digits"] == 64 and metrics["test_digits"] == 32
     assert metrics["data_md5"] == data.EXPECTED_MD5

@@ -1,4 +1,4 @@
-"""Train an autoencoder: `python -m app.train [--arch NAME]`.
+"""Train an autoencoder: `python -m app.training.train [--arch NAME]`.
 
 Each architecture has its own recipe (`RECIPES`); every flag overrides it.
 
@@ -33,12 +33,12 @@ from typing import Any, Literal
 
 import torch
 
-from app import data
 from app.codec.codecs import pick_device
 from app.codec.model import ARCH, ARCHITECTURES, CodecModel, build_model, save_checkpoint
 from app.errors import DataError, StartupError
+from app.training import data
 
-log = logging.getLogger("app.train")
+log = logging.getLogger("app.training.train")
 
 Schedule = Literal["constant", "onecycle"]
 Loss = Literal["mse", "psnr"]
@@ -81,7 +81,7 @@ def parse_args(argv: Sequence[str] | None) -> TrainConfig:
     pre.add_argument("--arch", choices=list(RECIPES), default=ARCH)
     d = RECIPES[pre.parse_known_args(argv)[0].arch]
     p = argparse.ArgumentParser(
-        prog="python -m app.train",
+        prog="python -m app.training.train",
         description=__doc__.split("\n\n")[0] + " Defaults shown are those of the chosen --arch.",
     )
     p.add_argument("--arch", choices=list(RECIPES), default=ARCH, help=f"architecture (default {ARCH})")
@@ -263,7 +263,7 @@ def write_pictures(
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     config = parse_args(argv)
-    command = " ".join(["python -m app.train", shlex.join(sys.argv[1:] if argv is None else argv)]).strip()
+    command = " ".join(["python -m app.training.train", shlex.join(sys.argv[1:] if argv is None else argv)]).strip()
     try:
         device = pick_device(config.device)
         train_x, test_x, md5s = load_mnist(config.data_root, config.limit)

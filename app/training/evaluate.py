@@ -1,4 +1,4 @@
-"""The rate-distortion study: `python -m app.evaluate`.
+"""The rate-distortion study: `python -m app.training.evaluate`.
 
 Every model the service has (the checkpoints of the service's settings) and the
 classic image codecs, on the same MNIST test digits:
@@ -10,7 +10,7 @@ classic image codecs, on the same MNIST test digits:
   Pillow, as 8-bit grayscale images, at the settings in `CLASSIC_SETTINGS`.
 
 For each: the mean size in bytes, the mean per-image PSNR and the mean SSIM
-(`app.quality`). Writes into --out a markdown table (`rate_distortion.md`), the
+(`app.training.quality`). Writes into --out a markdown table (`rate_distortion.md`), the
 numbers (`rate_distortion.json`) and a plot of PSNR against bytes per digit on
 a log axis (`rate_distortion.png`).
 """
@@ -31,13 +31,13 @@ import numpy as np
 import torch
 from PIL import Image, features
 
-from app import quality
 from app.codec import imaging
 from app.codec.codecs import Codec, load_codecs, pick_device
 from app.errors import DataError, StartupError
 from app.settings import Settings
+from app.training import quality
 
-log = logging.getLogger("app.evaluate")
+log = logging.getLogger("app.training.evaluate")
 
 # (codec, Pillow save arguments) per setting; qualities run down to each codec's smallest output.
 CLASSIC_SETTINGS: list[tuple[str, dict[str, Any]]] = [
@@ -162,7 +162,7 @@ def plot(rows: list[Row], path: Path, digits: int) -> None:
 
 def load_test_digits(root: Path, limit: int | None) -> np.ndarray:
     """The MNIST test digits as an (N, 28, 28) uint8 array, after the data checks training does."""
-    from app.train import load_mnist
+    from app.training.train import load_mnist
 
     _, test_x, _ = load_mnist(root, limit)
     return test_x.reshape(-1, imaging.SIDE, imaging.SIDE).numpy()
@@ -170,7 +170,7 @@ def load_test_digits(root: Path, limit: int | None) -> np.ndarray:
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    p = argparse.ArgumentParser(prog="python -m app.evaluate", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m app.training.evaluate", description=__doc__.split("\n\n")[0])
     p.add_argument("--limit", type=int, default=None, help="only the first N test digits (default all 10,000)")
     p.add_argument("--data-root", type=Path, default=Path("data"), help="MNIST root (default data)")
     p.add_argument("--out", type=Path, default=Path("docs"), help="output folder (default docs)")
@@ -179,7 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.limit is not None and args.limit < 1:
         p.error("--limit must be positive")
-    command = " ".join(["python -m app.evaluate", shlex.join(sys.argv[1:] if argv is None else argv)]).strip()
+    command = " ".join(["python -m app.training.evaluate", shlex.join(sys.argv[1:] if argv is None else argv)]).strip()
     settings = Settings()
     try:
         device = pick_device(args.device)

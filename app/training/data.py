@@ -24,7 +24,7 @@ directory beside the raw directory and only then moved into place with
 `os.replace`, so no partial or unverified file is ever left in the raw directory.
 Every failure is raised as a one-line `DataError`.
 
-Run as `python -m app.data [--root data] [--source NAME ...]`.
+Run as `python -m app.training.data [--root data] [--source NAME ...]`.
 """
 
 from __future__ import annotations
@@ -455,7 +455,7 @@ def prepare(root: Path, sources: Sequence[str] = SOURCES) -> Path:
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: prepare MNIST and print each file's MD5 and the source used."""
     parser = argparse.ArgumentParser(
-        prog="python -m app.data",
+        prog="python -m app.training.data",
         description="Put verified MNIST IDX files where torchvision.datasets.MNIST reads them.",
     )
     parser.add_argument(
