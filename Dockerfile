@@ -26,6 +26,6 @@ EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/readyz', timeout=2).status != 200)"]
 
-# Keep this argv identical to SERVE_ARGS in the Makefile and to `mnist-codec serve` (app/cli.py);
+# Keep this argv identical to SERVE_ARGS in the Makefile and to `mnist-codec serve` (app/client/cli.py);
 # tests/test_server.py starts exactly this. --no-access-log: app/service/observability.py writes one JSON line per request instead.
 CMD ["uvicorn", "app.main:app", "--host", "0.0.0.0", "--port", "8000", "--timeout-graceful-shutdown", "10", "--no-access-log"]

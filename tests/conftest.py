@@ -97,7 +97,7 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
     port = free_port()
     log = tmp_path_factory.mktemp("live-server") / "server.log"
     env = {**os.environ, "MNIST_CODEC_WEIGHTS": str(COMMITTED_WEIGHTS), "MNIST_CODEC_DEVICE": "cpu"}
-    command = [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    command = [sys.executable, "-m", "app.client.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
     with open(log, "wb") as out:
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     server = LiveServer(f"http://127.0.0.1:{port}", log, process)

@@ -1,4 +1,4 @@
-"""The `mnist-codec` command (app/cli.py, app/client.py): in process, against a fake and a real server."""
+"""The `mnist-codec` command (app/client/cli.py, app/client/backends.py): in process, against a fake and a real server."""
 
 import argparse
 import io
@@ -13,8 +13,8 @@ import httpx
 import pytest
 from conftest import COMMITTED_WEIGHTS, DIGITS_DIR, ROOT, LiveServer
 
-from app import cli
-from app.client import RemoteCodec
+from app.client import cli
+from app.client.backends import RemoteCodec
 from app.settings import Settings
 from bench.server import container_command, free_port
 
@@ -35,12 +35,12 @@ def test_serve_runs_the_container_command() -> None:
 
 def test_the_console_script_is_declared() -> None:
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts["mnist-codec"] == "app.cli:main"
+    assert scripts["mnist-codec"] == "app.client.cli:main"
 
 
 def test_help_names_the_commands_and_exit_statuses() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "app.cli", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "app.client.cli", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0
     for word in ("encode", "decode", "models", "serve", "exit status"):

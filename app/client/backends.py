@@ -1,7 +1,7 @@
 """The codec seen from a client: over HTTP (`RemoteCodec`) or in this process (`LocalCodec`).
 
 Both take and give the wire bytes (a PNG in, 24 latent bytes out, and back), so the
-command line (`app.cli`) does not care which one it drives. On the same device the two
+command line (`app.client.cli`) does not care which one it drives. On the same device the two
 give the same bytes: the server runs the very `Codec` that `LocalCodec` runs.
 
 `RemoteCodec` uses the endpoints every server has (`/encode`, `/decode`, `/readyz`) and

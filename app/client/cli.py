@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Protocol
 
-from app.client import DEFAULT_URL, URL_ENV, ClientError, CodecUnavailable, LocalCodec, RemoteCodec
+from app.client.backends import DEFAULT_URL, URL_ENV, ClientError, CodecUnavailable, LocalCodec, RemoteCodec
 from app.settings import get_settings
 
 PROG = "mnist-codec"
@@ -227,7 +227,7 @@ def local_weights(given: Path | None) -> Path:
     if given is not None:
         return given
     configured = get_settings().weights
-    beside_package = Path(__file__).resolve().parent.parent / configured
+    beside_package = Path(__file__).resolve().parents[2] / configured
     if not configured.is_absolute() and not configured.exists() and beside_package.exists():
         return beside_package
     return configured
