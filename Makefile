@@ -22,10 +22,11 @@ install: $(BIN)/.installed ## create .venv and install the service with its dev 
 serve: install ## start the service on port 8000 with the committed weights
 	$(BIN)/uvicorn $(SERVE_ARGS)
 
-lint: install ## ruff (lint and format check) and mypy
+lint: install ## ruff (lint and format check), mypy, and the import contracts (import-linter)
 	$(BIN)/ruff check app tests bench
 	$(BIN)/ruff format --check app tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 test: test-tools lint ## install what the tests need, lint, then the whole test suite
 	$(BIN)/python -m pytest
