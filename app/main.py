@@ -28,7 +28,7 @@ from app.service.http import (
     loaded_codecs,
     read_file_field,
 )
-from app.service.middleware import BodySizeLimit, CatchUnexpected, ConcurrencyLimit
+from app.service.middleware import CatchUnexpected, ConcurrencyLimit, HeaderLimit, ReadBody
 from app.service.observability import install_observability
 from app.service.pages import install_pages
 from app.service.schemas import Health, LatentFormatInfo, ModelInfo, ModelList, Ready
@@ -126,9 +126,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.codec = app.state.codecs = None
     # add_middleware wraps: the last added runs first.
     batch_limits = {path: settings.max_batch_bytes for path in ("/encode/batch", "/decode/batch")}
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes, per_path=batch_limits)
     app.add_middleware(CatchUnexpected)
     app.add_middleware(ConcurrencyLimit, limit=settings.max_concurrency)
+    app.add_middleware(
+        ReadBody, max_bytes=settings.max_upload_bytes, timeout_s=settings.body_timeout_s, per_path=batch_limits
+    )
+    app.add_middleware(HeaderLimit, max_fields=settings.max_header_fields, max_bytes=settings.max_header_bytes)
     install_error_handlers(app)
 
     @app.post(
@@ -140,7 +143,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "description": LATENT_DOC + ". Header X-Model-Id names the weights.",
                 "content": {OCTET_STREAM: {"schema": BINARY}},
             },
-            **error_responses(400, 404, 413, 415, 422, 503),
+            **error_responses(400, 404, 408, 413, 415, 422, 431, 503),
         },
         openapi_extra={
             "parameters": [MODEL_PARAM],
@@ -167,7 +170,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         response_class=Response,
         responses={
             200: {"description": "28x28 8-bit grayscale PNG.", "content": {"image/png": {"schema": BINARY}}},
-            **error_responses(400, 404, 409, 413, 422, 503),
+            **error_responses(400, 404, 408, 409, 413, 422, 431, 503),
         },
         openapi_extra={
             "parameters": [

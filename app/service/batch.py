@@ -85,7 +85,7 @@ async def _run(function: Any, count: int, *args: Any) -> Any:
     response_class=Response,
     responses={
         200: {"description": "N x 24 bytes, item i for input i.", "content": {OCTET_STREAM: {"schema": BINARY}}},
-        **error_responses(400, 404, 413, 415, 422, 503),
+        **error_responses(400, 404, 408, 413, 415, 422, 431, 503),
     },
     openapi_extra={
         "parameters": [MODEL_PARAM],
@@ -124,7 +124,7 @@ async def encode_batch(request: Request) -> Response:
     response_class=Response,
     responses={
         200: {"description": "uint8 array (N, 28, 28) in .npy format.", "content": {NPY: {"schema": BINARY}}},
-        **error_responses(400, 404, 413, 422, 503),
+        **error_responses(400, 404, 408, 413, 422, 431, 503),
     },
     openapi_extra={
         "parameters": [MODEL_PARAM],

@@ -8,13 +8,11 @@ import logging
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse
 from starlette.datastructures import UploadFile
-from starlette.requests import ClientDisconnect
 
 from app.codec.codecs import Codec, Codecs
 from app.errors import (
-    BodyTooLargeError,
     CodecError,
     ImageError,
     ImageSizeError,
@@ -31,10 +29,12 @@ log = logging.getLogger("app")
 ERROR_DESCRIPTIONS = {
     400: "Empty, corrupt or truncated upload.",
     404: "?model= names no model this server holds; the detail lists the known ones.",
+    408: "The request body did not arrive within the body deadline; the connection is closed.",
     409: "X-Model-Id names other weights than the ones loaded.",
     413: "Request body over the upload limit.",
     415: "An image, but not a PNG.",
     422: "Wrong size, wrong length, non-finite values, or a malformed request.",
+    431: "Too many header fields, or too many header bytes.",
     503: "Model not loaded yet, or over capacity (see Retry-After).",
 }
 
@@ -45,7 +45,6 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 # Most specific first: the first match decides.
 STATUS_BY_ERROR: list[tuple[type[CodecError], int]] = [
-    (BodyTooLargeError, 413),
     (ModelMismatchError, 409),
     (NotPNGError, 415),
     (ImageSizeError, 422),
@@ -66,14 +65,7 @@ def install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, CodecError)
         return JSONResponse({"detail": str(exc)}, status_code=status_for(exc))
 
-    async def client_disconnect(request: Request, exc: Exception) -> Response:
-        # Nobody is left to answer: one line in the log, no traceback. Starlette
-        # closes the upload's spooled files when the form is garbage collected.
-        log.info("client disconnected during the request body of %s %s", request.method, request.url.path)
-        return Response(status_code=400)
-
     app.add_exception_handler(CodecError, codec_error)
-    app.add_exception_handler(ClientDisconnect, client_disconnect)
 
 
 MODEL_PARAM = {
