@@ -207,3 +207,26 @@ def test_the_server_lifts_its_descriptor_limit_to_fit_its_connections(server: Se
     soft = int(re.search(r"Max open files\s+(\d+)", limits).group(1))  # type: ignore[union-attr]
     hard = int(re.search(r"Max open files\s+\d+\s+(\d+)", limits).group(1))  # type: ignore[union-attr]
     assert soft >= min(hard, 200 + 1024)
+
+
+def test_a_refused_body_still_trickling_is_cut_off_at_the_head_deadline(server: Server) -> None:
+    """After an early 413 the server discards the rest of the body, but not for ever."""
+    conn = connect(server)
+    conn.sendall(b"POST /decode HTTP/1.1\r\nHost: x\r\nContent-Length: 2000000\r\n\r\n" + b"\0" * 100)
+    answer = b""
+    while b"}" not in answer:
+        answer += conn.recv(4096)
+    assert statuses(answer) == [413]
+    started = time.monotonic()
+    closed = False
+    while not closed and time.monotonic() - started < 5:
+        try:
+            conn.sendall(b"\0")
+            conn.settimeout(0.2)
+            closed = conn.recv(4096) == b""
+        except TimeoutError:
+            continue
+        except (BrokenPipeError, ConnectionResetError):
+            closed = True
+    conn.close()
+    assert closed and time.monotonic() - started < 3

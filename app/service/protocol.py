@@ -123,12 +123,21 @@ class LimitedH11Protocol(H11Protocol):
         super().connection_lost(exc)
 
     def _watch_head(self) -> None:
-        """Arm the head deadline while the client owes us a request head; disarm it once the head is in."""
-        waiting = self.conn.their_state is h11.IDLE and not self.transport.is_closing()
+        """Arm the deadline while the client owes us a request head; disarm it once the head is in.
+
+        Also while h11 discards the rest of a body the app answered early (413): a
+        client trickling that body for ever would otherwise hold the connection.
+        """
+        waiting = self._waiting() and not self.transport.is_closing()
         if waiting and self.head_timer is None:
             self.head_timer = self.loop.call_later(self.header_timeout_s, self._head_timed_out)
         elif not waiting:
             self._cancel_head_timer()
+
+    def _waiting(self) -> bool:
+        """For a request head, or for the end of a body already answered."""
+        state = self.conn.their_state
+        return state is h11.IDLE or (state is h11.SEND_BODY and self.conn.our_state is h11.DONE)
 
     def _cancel_head_timer(self) -> None:
         if self.head_timer is not None:
@@ -137,9 +146,10 @@ class LimitedH11Protocol(H11Protocol):
 
     def _head_timed_out(self) -> None:
         self.head_timer = None
-        if self.transport.is_closing() or self.conn.their_state is not h11.IDLE:
+        if self.transport.is_closing() or not self._waiting():
             return
-        if self.conn.trailing_data[0]:  # part of a head came: say why; an idle connection just closes
+        if self.conn.their_state is h11.IDLE and self.conn.trailing_data[0]:
+            # Part of a head came: say why. An idle connection, or one draining a refused body, just closes.
             detail = f"request head not received within {self.header_timeout_s:g} s"
             self.transport.write(error_response(408, detail))
         self.transport.close()
