@@ -28,4 +28,4 @@ HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
 
 # Keep this argv identical to SERVE_ARGS in the Makefile and to `mnist-codec serve` (app/client/cli.py);
 # tests/test_server.py starts exactly this. --no-access-log: app/service/observability.py writes one JSON line per request instead.
-CMD ["uvicorn", "app.main:app", "--http", "app.service.protocol:LimitedH11Protocol", "--host", "0.0.0.0", "--port", "8000", "--timeout-graceful-shutdown", "10", "--no-access-log"]
+CMD ["uvicorn", "app.main:app", "--http", "app.service.protocol:LimitedHttpToolsProtocol", "--host", "0.0.0.0", "--port", "8000", "--timeout-graceful-shutdown", "10", "--no-access-log"]

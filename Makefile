@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 # The service's command: the same argv as the Dockerfile's CMD (tests/test_packaging.py checks it).
-SERVE_ARGS := app.main:app --http app.service.protocol:LimitedH11Protocol --host 0.0.0.0 --port 8000 --timeout-graceful-shutdown 10 --no-access-log
+SERVE_ARGS := app.main:app --http app.service.protocol:LimitedHttpToolsProtocol --host 0.0.0.0 --port 8000 --timeout-graceful-shutdown 10 --no-access-log
 
 .DEFAULT_GOAL := help
 .PHONY: help install serve test lint test-tools train data soak slow-clients bench clean

@@ -13,8 +13,8 @@
    1,000-PNG multipart encode over HTTP, in digits per second.
 4. Start-up: process start to the first 200 from /readyz.
 5. Micro-batching on the CPU: /encode and /decode with MNIST_CODEC_BATCHING=on.
-6. The HTTP parser: 1 worker again with uvicorn's default protocol (httptools)
-   in place of the container's (app.service.protocol, h11 with the limits of
+6. The HTTP limits: 1 worker again with uvicorn's plain httptools protocol
+   in place of the container's (app.service.protocol: httptools with the limits of
    issue 10), service and floor alike: what those limits cost.
 """
 
@@ -303,7 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         one = compare(1, args.seconds, args.rounds, args.connections, workdir)
         two = compare(2, args.seconds, args.rounds, args.connections, workdir)
         batched = compare(1, args.seconds, 1, args.connections, workdir, env={"MNIST_CODEC_BATCHING": "on"})
-        # uvicorn's default parser, httptools, against the container's (h11 with our limits): issue 10's choice.
+        # Plain httptools, uvicorn's default, against the container's protocol (httptools with the limits of issue 10).
         httptools = compare(1, args.seconds, args.rounds, args.connections, workdir, http="httptools")
         rates = batch_rates(workdir)
         start = startup_seconds(workdir)
@@ -348,7 +348,7 @@ def render(
     lines += [
         "",
         "`1, httptools`: both with `--http httptools`, uvicorn's default parser, instead of the container's "
-        "`app.service.protocol` (h11 with the limits of issue 10).",
+        "`app.service.protocol` (httptools with the limits of issue 10).",
     ]
     lines += ["", "## Targets (issue #4)", "", "| target | measured | met |", "|---|---|---|"]
     for name in ("encode", "decode"):

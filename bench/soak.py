@@ -94,8 +94,9 @@ async def soak(
                 start = time.perf_counter()
                 try:
                     response = await client.post(path, **kwargs)  # type: ignore[arg-type]
-                except httpx.TransportError:
+                except httpx.TransportError as exc:
                     connection_errors += 1
+                    counts[f"error {type(exc).__name__} {kind}"] += 1  # which request lost its answer, and how
                     continue
                 latencies.append(time.perf_counter() - start)
                 counts[f"{response.status_code} {kind}"] += 1

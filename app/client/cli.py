@@ -34,7 +34,7 @@ UNAVAILABLE = 3  # no server at the URL, no answer in time, or the local weights
 
 # The container's command (Dockerfile CMD, Makefile SERVE_ARGS); tests/test_cli.py checks they agree.
 SERVE_ARGV = [
-    "uvicorn", "app.main:app", "--http", "app.service.protocol:LimitedH11Protocol", "--host", "0.0.0.0",
+    "uvicorn", "app.main:app", "--http", "app.service.protocol:LimitedHttpToolsProtocol", "--host", "0.0.0.0",
     "--port", "8000", "--timeout-graceful-shutdown", "10", "--no-access-log",
 ]  # fmt: skip
 
