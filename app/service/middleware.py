@@ -1,8 +1,10 @@
-"""Pure ASGI middleware guarding the service: body size, concurrency, unexpected errors.
+"""Pure ASGI middleware guarding the service: headers, body, concurrency, unexpected errors.
 
-Order, outermost first (see `create_app`): ConcurrencyLimit refuses work before
-anything is read; CatchUnexpected turns a crash into one log record and a
-generic 500; BodySizeLimit counts the bytes a handler reads.
+Order, outermost first (see `create_app`): HeaderLimit refuses too many header
+fields or bytes (431); ReadBody reads the whole body, 413 over the size limit,
+408 past its deadline; only then does ConcurrencyLimit count the request
+against the model's work (503 when full), so waiting for bytes takes no slot;
+CatchUnexpected turns a crash into one log record and a generic 500.
 """
 
 import asyncio
