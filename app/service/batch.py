@@ -3,7 +3,7 @@
     POST /encode/batch   application/x-npy uint8 (N, 28, 28)  -> N x 24 latent bytes
                          or multipart, N file fields "img"     -> N x 24 latent bytes
     POST /decode/batch   N x 24 latent bytes                   -> application/x-npy uint8 (N, 28, 28)
-                         or a latent container (app.latent)    -> application/x-npy uint8 (N, 28, 28)
+                         or a latent container (app.codec.latent) -> application/x-npy uint8 (N, 28, 28)
 
 Both take ?model=NAME like the single endpoints, and check it first (404), as they do.
 /encode/batch answers with a latent container (model id, format, count, the latents,
