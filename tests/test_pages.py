@@ -17,7 +17,7 @@ async def test_the_demo_page_is_served_at_the_root(client: httpx.AsyncClient) ->
     response = await client.get("/")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/html")
-    for element in ('id="pad"', 'id="upload"', 'id="input28"', 'id="models"', 'id="status"'):
+    for element in ('id="pad"', 'id="upload"', 'id="input28"', 'id="strip"', 'id="latents"', 'id="status"'):
         assert element in response.text
 
 

@@ -10,7 +10,8 @@ const pad = document.getElementById("pad");
 const padCtx = pad.getContext("2d", { willReadFrequently: true });
 const input28 = document.getElementById("input28");
 const statusLine = document.getElementById("status");
-const modelsBox = document.getElementById("models");
+const strip = document.getElementById("strip");
+const latentsBox = document.getElementById("latents");
 
 function clearPad() {
   padCtx.fillStyle = "#000";
@@ -137,6 +138,7 @@ function canvasPng(canvas) {
 
 let inputPixels = null; // the 784 bytes sent, for the PSNR
 let models = []; // from GET /models: {name, id, latent_format: {name, ...}}; [{name: ""}] without it
+let cards = []; // per model: {figure, details}
 
 async function errorText(response) {
   try {
@@ -183,29 +185,39 @@ async function drawPng(blob, canvas) {
   return Uint8Array.from(grayOf(ctx.getImageData(0, 0, SIDE, SIDE)), Math.round);
 }
 
+// Per model: its reconstruction beside the input (with bytes and PSNR), and its latent below.
 function card(model) {
+  const format = (model.latent_format && model.latent_format.name) || "";
   const figure = document.createElement("figure");
   figure.className = "model";
   figure.dataset.model = model.name;
-  figure.dataset.format = (model.latent_format && model.latent_format.name) || "";
   figure.innerHTML = `
     <canvas class="recon" width="${SIDE}" height="${SIDE}"></canvas>
-    <figcaption><strong class="name"></strong><br><span class="size">&nbsp;</span> <span class="psnr"></span></figcaption>
+    <figcaption><strong class="name"></strong><br><span class="size">&nbsp;</span> <span class="psnr"></span></figcaption>`;
+  const details = document.createElement("section");
+  details.className = "latent";
+  details.dataset.model = model.name;
+  details.dataset.format = format;
+  details.innerHTML = `
+    <h3 class="name"></h3>
     <dl>
       <dt class="values-label">latent</dt><dd><code class="values">&nbsp;</code></dd>
       <dt>hex</dt><dd><code class="hex">&nbsp;</code></dd>
       <dt>model id</dt><dd><code class="model-id">&nbsp;</code></dd>
     </dl>`;
-  figure.querySelector(".name").textContent = model.name || "default model";
-  modelsBox.append(figure);
-  return figure;
+  for (const name of [figure, details].map((el) => el.querySelector(".name"))) {
+    name.textContent = model.name || "default model";
+  }
+  strip.append(figure);
+  latentsBox.append(details);
+  return { figure, details };
 }
 
 function withModel(path, name) {
   return name ? `${path}?model=${encodeURIComponent(name)}` : path;
 }
 
-async function roundTrip(png, model, figure) {
+async function roundTrip(png, model, { figure, details }) {
   const form = new FormData();
   form.append("img", png, "digit.png");
   const encoded = await fetch(withModel("/encode", model.name), { method: "POST", body: form });
@@ -217,12 +229,11 @@ async function roundTrip(png, model, figure) {
   const decoded = await fetch(withModel("/decode", model.name), { method: "POST", body: latent, headers });
   if (!decoded.ok) throw new Error(`/decode (${model.name}) answered ${await errorText(decoded)}`);
   const pixels = await drawPng(await decoded.blob(), figure.querySelector(".recon"));
-  const view = latentView(latent, figure.dataset.format);
-  figure.querySelector(".values-label").textContent = view.label;
-  figure.querySelector(".values").textContent = view.text;
-  figure.querySelector(".hex").textContent = hexOf(latent);
-  figure.querySelector(".hex").dataset.bytes = String(latent.length);
-  figure.querySelector(".model-id").textContent = modelId || "?";
+  const view = latentView(latent, details.dataset.format);
+  details.querySelector(".values-label").textContent = view.label;
+  details.querySelector(".values").textContent = view.text;
+  details.querySelector(".hex").textContent = hexOf(latent);
+  details.querySelector(".model-id").textContent = modelId || "?";
   figure.querySelector(".size").textContent = `${latent.length} bytes`;
   figure.querySelector(".psnr").textContent = `${psnrDb(inputPixels, pixels).toFixed(2)} dB`;
   return latent.length;
@@ -232,8 +243,7 @@ async function run(png) {
   setStatus("busy", "Encoding...");
   try {
     await modelsReady;
-    const figures = Array.from(modelsBox.querySelectorAll("figure.model"));
-    const sizes = await Promise.all(models.map((model, i) => roundTrip(png, model, figures[i])));
+    const sizes = await Promise.all(models.map((model, i) => roundTrip(png, model, cards[i])));
     setStatus("done", `${png.size} bytes of PNG in; ${sizes.join(" / ")} bytes out (${models.length} models).`);
   } catch (error) {
     setStatus("error", error.message);
@@ -282,7 +292,7 @@ async function loadModels() {
     models = [];
   }
   if (!models.length) models = [{ name: "" }];
-  for (const model of models) card(model);
+  cards = models.map(card);
 }
 
 document.getElementById("clear").addEventListener("click", () => {
