@@ -75,7 +75,7 @@ def test_decoding_with_other_weights_is_refused_in_one_line(
     assert run("decode", f"{tmp_path}/lat", "--model", "mlp24", "-o", f"{tmp_path}/png/", *url) == cli.MODEL_MISMATCH
     [line] = capsys.readouterr().err.splitlines()
     assert line.startswith(f"mnist-codec: refused: {N_DIGITS} of {N_DIGITS} latents")
-    assert served_id(live_server, "mlp6") in line and "--force" in line
+    assert served_id(live_server, "mlp6") in line and "--force" in line and "Use no --model" in line
     assert not list(tmp_path.glob("png/*"))  # no output file
     # --force: the user says so; decoded with mlp24, as asked (any 24 bytes are an mlp24 latent).
     assert run("decode", f"{tmp_path}/lat", "--model", "mlp24", "--force", "-o", f"{tmp_path}/png/", *url) == 0
@@ -96,6 +96,7 @@ def test_latents_of_weights_the_server_lacks_are_refused(
     assert status == cli.MODEL_MISMATCH
     [line] = capsys.readouterr().err.splitlines()
     assert f"1 of {N_DIGITS} latents (first {tmp_path / 'test0000_digit7.lat'}) were made by mlp6-000000000000" in line
+    assert "Use a server that has those weights" in line
     assert not (tmp_path / "png").exists() or not list((tmp_path / "png").iterdir())
 
 

@@ -392,7 +392,12 @@ def check_models(jobs: list[Job], backend: Backend, args: argparse.Namespace) ->
     if not strangers:
         return None
     ids = ", ".join(sorted({str(job.model_id) for job in strangers}))
-    fix = "--weights PATH of the checkpoint that made them" if args.local else "a server that has those weights"
+    if args.local:
+        fix = "--weights PATH of the checkpoint that made them"
+    elif {job.model_id for job in strangers} <= set(backend.served.values()):
+        fix = "no --model (the recorded id picks the model that made them)"
+    else:
+        fix = "a server that has those weights"
     return (
         f"refused: {len(strangers)} of {len(jobs)} latents (first {strangers[0].source}) were made by {ids}, "
         f"but {what}; nothing written. Use {fix}, or --force to decode them with {backend.model_id} anyway"
