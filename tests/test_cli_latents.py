@@ -15,6 +15,7 @@ import pytest
 from conftest import COMMITTED_WEIGHTS, DIGITS_DIR, LiveServer
 
 from app.client import cli, store
+from app.client.backends import CodecUnavailable, RemoteCodec
 from app.codec import latent
 from app.settings import Settings
 
@@ -128,6 +129,30 @@ def test_the_manifest_keeps_the_entries_of_earlier_runs(tmp_path: Path) -> None:
     assert ids["7.lat"].startswith("mlp6-") and ids["2.lat"].startswith("mlp24-")
 
 
+def test_a_failed_file_keeps_its_earlier_record(tmp_path: Path) -> None:
+    assert run("encode", str(DIGITS_DIR / "test0000_digit7.png"), "-o", f"{tmp_path}/d/x.lat", "--local", "-q") == 0
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "x.png").write_bytes(b"not a png")  # would become d/x.lat: fails instead
+    local24 = ["--local", "--weights", str(MLP24_WEIGHTS), "-q"]
+    assert run("encode", f"{tmp_path}/bad/x.png", "-o", f"{tmp_path}/d/", *local24) == cli.FILES_FAILED
+    assert manifest(tmp_path / "d")["x.lat"].startswith("mlp6-")  # the bytes there are still mlp6's
+
+
+def test_a_damaged_manifest_stops_encode_before_it_writes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / store.MANIFEST).write_text("{not json")
+    assert run("encode", str(DIGITS_DIR), "-o", f"{tmp_path}/", "--local", "-q") == cli.FILES_FAILED
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"mnist-codec: {tmp_path / store.MANIFEST}: cannot read the model ids recorded there")
+    assert not list(tmp_path.glob("*.lat"))
+
+
+def test_a_latent_to_standard_output_names_its_model(capsysbinary: pytest.CaptureFixture[bytes]) -> None:
+    assert run("encode", str(DIGITS_DIR / "test0000_digit7.png"), "-o", "-", "--local") == 0
+    captured = capsysbinary.readouterr()
+    assert len(captured.out) == latent.LATENT_BYTES
+    assert b"note: made by model mlp6-" in captured.err and b"standard output" in captured.err
+
+
 def test_help_states_the_overrides() -> None:
     help_text = cli.parser()._subparsers._group_actions[0].choices["decode"].format_help()  # type: ignore[union-attr]
     assert "--force" in help_text and "--model" in help_text and "refused" in help_text
@@ -213,6 +238,15 @@ def test_a_server_that_is_not_a_codec_is_one_line(
     [line] = capsys.readouterr().err.splitlines()
     assert line == f"mnist-codec: not an mnist-codec server at {not_a_codec_server}: GET /models answered 404"
     assert not (tmp_path / "out").exists()
+
+
+def test_a_server_answering_models_with_something_else_is_one_line() -> None:
+    page = httpx.MockTransport(lambda request: httpx.Response(200, text="<html>hello</html>"))
+    codec = RemoteCodec("http://portal", transport=page)
+    with pytest.raises(
+        CodecUnavailable, match=r"^not an mnist-codec server at http://portal: GET /models answered 200, but"
+    ):
+        codec.connect()
 
 
 def test_a_model_the_server_lacks_is_one_line(live_server: LiveServer, capsys: pytest.CaptureFixture[str]) -> None:

@@ -76,7 +76,8 @@ class RemoteCodec:
         if not isinstance(models, list) or not all(
             isinstance(m, dict) and isinstance(m.get("name"), str) and isinstance(m.get("id"), str) for m in models
         ):
-            answer = f"answered {response.status_code}" if body is None else "answered without a model list"
+            status = response.status_code
+            answer = f"answered {status}" if status != 200 else "answered 200, but not with a list of models"
             raise CodecUnavailable(f"not an mnist-codec server at {self.url}: GET /models {answer}")
         self.served = {m["name"]: m["id"] for m in models}
         assert isinstance(body, dict)

@@ -290,16 +290,29 @@ def encode_command(args: argparse.Namespace, backend: Backend) -> int:
     except (ValueError, OSError) as exc:
         error(str(exc))
         return USAGE
-    results: dict[Path, bytes] = {}
+    results: dict[Path, bytes] = {}  # into a container: the latents, kept until all are in
+    written: list[Path] = []  # into files: those written in this run, whose model id gets recorded
 
     def keep(job: Job, result: bytes) -> None:
         results[job.source] = result
+
+    def write(job: Job, result: bytes) -> None:
+        write_file(job, result)
+        if job.target is not None:
+            written.append(job.target)
+
+    try:  # a manifest that cannot be updated is found before any latent is written, not after
+        for folder in {job.target.parent for job in jobs if job.target is not None}:
+            store.read(folder)
+    except store.ManifestError as exc:
+        error(str(exc))
+        return FILES_FAILED
 
     start = time.perf_counter()
     tally, stopped = Tally(), None
     with progress_bar(len(jobs), args.quiet) as progress:
         try:
-            sink = keep if into_container else write_file
+            sink = keep if into_container else write
             run_jobs(jobs, backend.encode, backend.encode_batch, args.jobs, args.batch_size, progress, sink, tally)
         except CodecUnavailable as exc:
             stopped = exc  # the files written so far still get their model id recorded
@@ -322,16 +335,16 @@ def encode_command(args: argparse.Namespace, backend: Backend) -> int:
             return FILES_FAILED
         tally.bytes_out = target.stat().st_size
     else:
-        # Files written in this run (a failed file leaves none), each with the id of the model that made it.
-        done = {job.target: backend.model_id for job in jobs if job.target is not None and job.target.exists()}
         try:
-            store.record(done)
+            store.record(dict.fromkeys(written, backend.model_id))
         except (OSError, store.ManifestError) as exc:
             error(f"cannot record the model id of the latents: {exc}")
             return FILES_FAILED
         if stopped:
             error(str(stopped))
             return UNAVAILABLE
+        if args.output == "-" and not args.quiet:  # nowhere to record it: say it
+            error(f"note: made by model {backend.model_id} (not recorded: the latent went to standard output)")
     summary(args, backend, "encoded", tally, len(jobs), time.perf_counter() - start)
     return FILES_FAILED if tally.failed else OK
 

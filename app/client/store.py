@@ -40,7 +40,9 @@ def write_atomically(path: Path, data: bytes) -> None:
         raise
 
 
-def _read(folder: Path) -> dict[str, str]:
+def read(folder: Path) -> dict[str, str]:
+    """The file -> model id entries recorded in `folder`; {} when it has no manifest; ManifestError
+    when it has one that cannot be read."""
     path = folder / MANIFEST
     try:
         body = json.loads(path.read_text(encoding="utf-8"))
@@ -60,7 +62,7 @@ def record(model_ids: dict[Path, str]) -> None:
     for path, model_id in model_ids.items():
         by_folder[path.parent][path.name] = model_id
     for folder, entries in by_folder.items():
-        models = {**_read(folder), **entries}
+        models = {**read(folder), **entries}
         body = {"about": ABOUT, "version": VERSION, "models": dict(sorted(models.items()))}
         write_atomically(folder / MANIFEST, (json.dumps(body, indent=1) + "\n").encode())
 
@@ -75,5 +77,5 @@ class Recorded:
         """The id recorded for `path`, or None when its folder records none for it."""
         folder = path.parent
         if folder not in self.folders:
-            self.folders[folder] = _read(folder)
+            self.folders[folder] = read(folder)
         return self.folders[folder].get(path.name)
