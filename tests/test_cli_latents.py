@@ -203,6 +203,15 @@ def test_a_container_is_written_whole_or_not_at_all(tmp_path: Path, capsys: pyte
     assert f"{box}: not written, 1 of {N_DIGITS + 1} files failed" in capsys.readouterr().err
 
 
+def test_whole_file_writes_get_the_usual_permissions(tmp_path: Path) -> None:
+    plain = tmp_path / "plain"
+    plain.write_bytes(b"x")
+    assert run("encode", str(DIGITS_DIR), "-o", f"{tmp_path}/d.lats", "--local", "-q") == 0
+    assert run("encode", str(DIGITS_DIR), "-o", f"{tmp_path}/lat/", "--local", "-q") == 0
+    for path in (tmp_path / "d.lats", tmp_path / "lat" / store.MANIFEST):
+        assert path.stat().st_mode == plain.stat().st_mode, path  # not mkstemp's private 0600
+
+
 # --------------------------------------------------------------------------- 3. as people expect
 
 

@@ -15,7 +15,7 @@ Every file is written whole or not at all: to a temporary name beside it, then r
 
 import json
 import os
-import tempfile
+import uuid
 from collections import defaultdict
 from pathlib import Path
 
@@ -29,14 +29,15 @@ class ManifestError(Exception):
 
 
 def write_atomically(path: Path, data: bytes) -> None:
-    """`data` at `path`, never half written: a temporary file in the same folder, then a rename."""
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """`data` at `path`, never half written: a temporary file in the same folder, then a rename.
+    (Not tempfile.mkstemp: its files are private, 0600; this one gets the usual umask permissions.)"""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        with os.fdopen(fd, "wb") as out:
+        with open(temporary, "xb") as out:
             out.write(data)
         os.replace(temporary, path)
     except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+        temporary.unlink(missing_ok=True)
         raise
 
 
