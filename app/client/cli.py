@@ -127,7 +127,6 @@ def plan_jobs(sources: list[Path], output: str | None, default_suffix: str) -> l
         return [Job(src, src.with_name(src.stem + default_suffix)) for src in sources]
     out = Path(output)
     if len(sources) == 1 and not output.endswith(("/", os.sep)) and not out.is_dir():
-        out.parent.mkdir(parents=True, exist_ok=True)
         return [Job(sources[0], out)]
     suffix = default_suffix.removeprefix(".decoded")  # in a folder of their own, 7.lat -> 7.png
     jobs = [Job(src, out / (src.stem + suffix)) for src in sources]
@@ -137,8 +136,14 @@ def plan_jobs(sources: list[Path], output: str | None, default_suffix: str) -> l
         if job.target in seen:
             raise ValueError(f"{seen[job.target]} and {job.source} would both be written to {job.target}")
         seen[job.target] = job.source
-    out.mkdir(parents=True, exist_ok=True)
     return jobs
+
+
+def make_folders(jobs: list[Job]) -> None:
+    """The folders the outputs go into; made only once the run is sure to start (a refused
+    decode leaves nothing behind, not even an empty folder)."""
+    for folder in {job.target.parent for job in jobs if job.target is not None}:
+        folder.mkdir(parents=True, exist_ok=True)
 
 
 # --------------------------------------------------------------------------- running
@@ -307,6 +312,11 @@ def encode_command(args: argparse.Namespace, backend: Backend) -> int:
     except store.ManifestError as exc:
         error(str(exc))
         return FILES_FAILED
+    try:
+        make_folders(jobs)
+    except OSError as exc:
+        error(str(exc))
+        return USAGE
 
     start = time.perf_counter()
     tally, stopped = Tally(), None
@@ -438,6 +448,11 @@ def decode_command(args: argparse.Namespace, backend: Backend) -> int:
             f"note: {unrecorded} of {len(jobs)} latents have no recorded model id (no {store.MANIFEST} entry); "
             f"decoding them with {backend.model_id}"
         )
+    try:
+        make_folders(jobs)
+    except OSError as exc:
+        error(str(exc))
+        return USAGE
     # One run per model id: each request claims the id of its latents (X-Model-Id), so the server
     # decodes with the weights that made them. --force claims none: --model's or the default weights.
     groups: dict[str | None, list[Job]] = {}
