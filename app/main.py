@@ -20,6 +20,8 @@ from app.codec.codecs import Codec, Codecs, load_codecs, pick_device
 from app.errors import StartupError
 from app.service.batch import router as batch_router
 from app.service.http import (
+    MODEL_ID_HEADER,
+    MODEL_ID_PARAM,
     MODEL_PARAM,
     codec_for_latent,
     current_codec,
@@ -139,6 +141,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             200: {
                 "description": LATENT_DOC + ". Header X-Model-Id names the weights.",
                 "content": {OCTET_STREAM: {"schema": BINARY}},
+                "headers": {"X-Model-Id": MODEL_ID_HEADER},
             },
             **error_responses(400, 404, 413, 415, 422, 503),
         },
@@ -156,8 +159,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         },
     )
     async def encode(request: Request) -> Response:
+        codec = current_codec(request)  # first, as on every endpoint: an unknown model is a 404 whatever the body
         png = await read_file_field(request, "img", "a 28x28 PNG")
-        codec = current_codec(request)
         body = await codec.encode_one(imaging.read_digit(png))
         return Response(body, media_type=OCTET_STREAM, headers={"X-Model-Id": codec.model_id})
 
@@ -166,23 +169,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="A 24-byte latent to its 28x28 PNG",
         response_class=Response,
         responses={
-            200: {"description": "28x28 8-bit grayscale PNG.", "content": {"image/png": {"schema": BINARY}}},
+            200: {
+                "description": "28x28 8-bit grayscale PNG.",
+                "content": {"image/png": {"schema": BINARY}},
+                "headers": {"X-Model-Id": MODEL_ID_HEADER},
+            },
             **error_responses(400, 404, 409, 413, 422, 503),
         },
         openapi_extra={
-            "parameters": [
-                MODEL_PARAM,
-                {
-                    "name": "X-Model-Id",
-                    "in": "header",
-                    "required": False,
-                    "description": (
-                        "The id /encode returned with this latent: picks that model, or 409 when this server "
-                        "has no such weights (or ?model names others)."
-                    ),
-                    "schema": {"type": "string"},
-                },
-            ],
+            "parameters": [MODEL_PARAM, MODEL_ID_PARAM],
             "requestBody": {
                 "required": True,
                 "description": LATENT_DOC + ", as the raw body or as the file field 'latent' of a multipart form.",
@@ -197,11 +192,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         },
     )
     async def decode(request: Request) -> Response:
+        codec = codec_for_latent(request)  # first: 404 for an unknown model, 409 for a foreign id, whatever the body
         if request.headers.get("content-type", "").startswith("multipart/form-data"):
             data = await read_file_field(request, "latent", LATENT_DOC)
         else:  # any other type is the raw latent (curl --data-binary sends form-urlencoded)
             data = await request.body()
-        codec = codec_for_latent(request)
         png = await codec.decode_one(data)
         return Response(png, media_type="image/png", headers={"X-Model-Id": codec.model_id})
 

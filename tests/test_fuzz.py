@@ -70,9 +70,27 @@ def npy_digits(draw: st.DrawFn) -> bytes:
 
 npy_bodies = st.one_of(npy_digits(), st.binary(max_size=200))
 
+
+@st.composite
+def containers(draw: st.DrawFn) -> bytes:
+    """A latent container (app.latent): mostly well formed, sometimes cut short or with a byte changed."""
+    items = draw(st.lists(latents, min_size=1, max_size=3))
+    model_id = draw(st.sampled_from(["mlp6-40870c98c2d7", "mlp24-000000000000", "x"]))
+    data = latent.write_container(latent.Container(model_id, "6xf32le", items, None))
+    cut = draw(st.sampled_from([len(data)] * 3 + [len(data) - 1, 40, 8]))
+    data = data[:cut]
+    if draw(st.booleans()):
+        at = draw(st.integers(0, len(data) - 1))
+        data = data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1 :]
+    return data
+
+
+container_bodies = st.one_of(containers(), st.binary(max_size=120).map(lambda tail: latent.CONTAINER_MAGIC + tail))
+
 schemathesis.openapi.media_type("image/png", png_uploads)
 schemathesis.openapi.media_type("application/octet-stream", latent_bodies)
 schemathesis.openapi.media_type("application/x-npy", npy_bodies)
+schemathesis.openapi.media_type(latent.CONTAINER_MEDIA_TYPE, container_bodies)
 
 app = create_app(Settings(weights=COMMITTED_WEIGHTS, device="cpu"))
 app.state.codec = Codec(load_checkpoint(COMMITTED_WEIGHTS), torch.device("cpu"))  # the lifespan's work
