@@ -102,7 +102,7 @@ def ensure_base(engine: Engine, image: str) -> None:
     )  # fmt: skip
     for junk in ("var/cache/apt/archives", "var/lib/apt/lists", "usr/share/doc", "usr/share/man", "usr/share/locale"):
         for path in (rootfs / junk).glob("*"):
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
+            shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
     (rootfs / "usr/local/bin/python").symlink_to("/usr/bin/python3")  # the python image's command name
     tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
     subprocess.run(
@@ -128,10 +128,14 @@ def wheelhouse(target: str) -> Path:
 
 
 def build(engine: Engine, target: str, tag: str) -> None:
+    started = time.monotonic()
     ensure_base(engine, base_image())
+    log(f"base image {base_image()} there after {time.monotonic() - started:.0f} s")
     argv = ["build", "--target", target, "-t", tag]
     if engine.name == "podman":
+        started = time.monotonic()
         house = wheelhouse(target)
+        log(f"wheelhouse from the lock made in {time.monotonic() - started:.0f} s")
         argv += ["--format", "docker", "--pull=never", *engine.run_args]  # docker format: HEALTHCHECK kept
         argv += ["-v", f"{house}:/wheelhouse:ro", "-v", f"{house / 'pip.conf'}:/etc/pip.conf:ro"]
     started = time.monotonic()
