@@ -1,6 +1,7 @@
 """Serving arithmetic: numpy and torch agree, and a digit's bytes never depend on its batch."""
 
 import dataclasses
+import sys
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ from torch import nn
 from app.codec import checkpoint
 from app.codec.engine import NumpyMLP, TorchEngine, make_engine
 from app.codec.model import load_checkpoint, numpy_program
+from app.errors import CheckpointError
 
 rng = np.random.default_rng(3)
 
@@ -70,3 +72,11 @@ def test_decoder_output_is_rounded_half_to_even_and_clamped() -> None:
     numpy_engine, _ = engines()
     numpy_engine.decoder = [lambda h: np.array([[-0.5, 0.0, 0.5 / 255, 1.5 / 255, 1.0, 7.0]])]
     np.testing.assert_array_equal(numpy_engine.decode(np.zeros((1, 6), np.float32)), [[0, 0, 0, 2, 255, 255]])
+
+
+def test_a_network_without_numpy_program_and_no_torch_is_one_clear_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On the CPU install (no torch), a model numpy cannot run stops the start with what to install."""
+    no_program = dataclasses.replace(checkpoint.read(COMMITTED_WEIGHTS), numpy_program=None)
+    monkeypatch.setitem(sys.modules, "app.codec.model", None)  # as if torch (which it imports) were missing
+    with pytest.raises(CheckpointError, match=r"no numpy program, and serving it needs torch: pip install"):
+        make_engine(no_program, "cpu")

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from app.codec.checkpoint import Checkpoint
+from app.errors import CheckpointError
 
 if TYPE_CHECKING:
     import torch
@@ -71,7 +72,7 @@ def _identity(h: np.ndarray) -> np.ndarray:
     return h
 
 
-# By the names app.checkpoint's numpy_program uses.
+# By the names app.codec.checkpoint's numpy_program uses.
 _ACTIVATIONS: dict[str, Activation] = {"relu": _relu, "sigmoid": _sigmoid, "identity": _identity}
 Layer = tuple[np.ndarray, np.ndarray] | Activation
 
@@ -145,6 +146,11 @@ def make_engine(checkpoint: Checkpoint, device: str) -> Engine:
         return NumpyMLP(
             numpy_layers(program["encoder"], checkpoint.tensors), numpy_layers(program["decoder"], checkpoint.tensors)
         )
-    from app.codec.model import torch_model
-
+    try:
+        from app.codec.model import torch_model
+    except ImportError as exc:  # the CPU install has no torch
+        raise CheckpointError(
+            f"the {checkpoint.arch} network has no numpy program, and serving it needs torch: "
+            "pip install -c requirements.lock '.[torch]' (or the GPU image)"
+        ) from exc
     return TorchEngine(torch_model(checkpoint), device)
