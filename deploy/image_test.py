@@ -222,6 +222,9 @@ def check_container(engine: Engine, tag: str) -> None:
         url = f"http://127.0.0.1:{port}"
         ready = wait_ready(url, READY_BOUND_S)
         log(f"ok: /readyz 200 {ready:.2f} s after the container was started (bound {READY_BOUND_S:.0f} s)")
+        status = engine("exec", name, "cat", "/proc/1/status").stdout  # uvicorn is the container's process 1
+        rss = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:"))
+        log(f"the server's resident memory once ready: {rss / 1024:.1f} MiB")
 
         user = engine("exec", name, "id", "-u").stdout.strip()
         assert user != "0", "the container runs as root"
