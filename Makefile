@@ -76,4 +76,4 @@ bench: install ## service vs do-nothing floor (wrk if installed), batch rates, s
 	$(BIN)/python -m bench.bench
 
 clean: ## remove the virtualenv and caches
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .image-test
