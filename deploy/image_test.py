@@ -266,7 +266,10 @@ def main() -> None:
     tag = args.tag or f"mnist-codec:image-test-{args.target}"
     started = time.monotonic()
     engine = Engine(args.skip_without_engine)
+    before = engine("image", "inspect", tag, "--format", "{{.Id}}", check=False).stdout.strip()
     build(engine, args.target, tag)
+    if before and before != engine("image", "inspect", tag, "--format", "{{.Id}}").stdout.strip():
+        engine("rmi", before, check=False)  # the tag's previous image: runs would otherwise pile them up
     size = int(engine("image", "inspect", tag, "--format", "{{.Size}}").stdout.strip())
     log(f"image {tag}: {size / 1e6:.0f} MB ({engine.name} image inspect)")
     check_container(engine, tag)
