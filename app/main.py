@@ -81,7 +81,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     except StartupError as exc:
         app.state.startup_error = str(exc)
         raise
-    batching = settings.batching == "on" or (settings.batching == "auto" and device.type == "cuda")
+    batching = settings.batching == "on" or (settings.batching == "auto" and device == "cuda")
     metrics = app.state.metrics
     for codec in codecs:
         if batching:

@@ -19,7 +19,7 @@ from app.client.backends import CodecUnavailable, RemoteCodec
 from app.codec import latent
 from app.settings import Settings
 
-MLP24_WEIGHTS = COMMITTED_WEIGHTS.parent / "mlp24" / "mlp24.pt"
+MLP24_WEIGHTS = COMMITTED_WEIGHTS.parent / "mlp24" / "mlp24.safetensors"
 N_DIGITS = len(list(DIGITS_DIR.glob("*.png")))
 
 

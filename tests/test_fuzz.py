@@ -11,7 +11,6 @@ from collections import Counter
 
 import numpy as np
 import schemathesis
-import torch
 from conftest import COMMITTED_WEIGHTS
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -24,8 +23,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from app.codec import imaging, latent
-from app.codec.codecs import Codec
-from app.codec.model import load_checkpoint
+from app.codec.codecs import load_codec
 from app.errors import LatentError
 from app.main import create_app
 from app.settings import Settings
@@ -93,7 +91,7 @@ schemathesis.openapi.media_type("application/x-npy", npy_bodies)
 schemathesis.openapi.media_type(latent.CONTAINER_MEDIA_TYPE, container_bodies)
 
 app = create_app(Settings(weights=COMMITTED_WEIGHTS, device="cpu"))
-app.state.codec = Codec(load_checkpoint(COMMITTED_WEIGHTS), torch.device("cpu"))  # the lifespan's work
+app.state.codec = load_codec(COMMITTED_WEIGHTS, "cpu")  # the lifespan's work
 schema = schemathesis.openapi.from_asgi("/openapi.json", app)
 statuses: Counter[tuple[str, int]] = Counter()
 

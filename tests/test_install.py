@@ -61,4 +61,4 @@ def test_the_wheel_carries_the_weights_and_local_works_from_any_folder(installed
 
 def weights_installed(bin_dir: Path, name: str) -> Path:
     share = bin_dir.parent / "share" / "mnist-codec" / "model_weights"
-    return share / "mlp6.pt" if name == "mlp6" else share / "mlp24" / "mlp24.pt"
+    return share / "mlp6.safetensors" if name == "mlp6" else share / "mlp24" / "mlp24.safetensors"

@@ -174,12 +174,10 @@ class LocalCodec:
     """The committed weights (or a given checkpoint) in this process, with the service's settings."""
 
     def __init__(self, weights: Path, device: str = "auto") -> None:
-        from app.codec.codecs import Codec, pick_device  # torch: imported only when the model runs here
-        from app.codec.model import load_checkpoint
+        from app.codec.codecs import load_codec, pick_device  # numpy on the CPU; torch only for CUDA
 
         try:
-            torch_device = pick_device(device)
-            self.codec = Codec(load_checkpoint(weights, torch_device), torch_device)
+            self.codec = load_codec(weights, pick_device(device))
         except StartupError as exc:
             raise CodecUnavailable(str(exc)) from exc
         self.model_id = self.codec.model_id

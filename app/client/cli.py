@@ -263,7 +263,7 @@ def local_weights(given: Path | None) -> Path:
             return place / configured
     raise CodecUnavailable(
         f"checkpoint {configured} not found here, in {places[0]} or in {places[1]}; "
-        "pass --weights PATH or set MNIST_CODEC_WEIGHTS to the .pt file"
+        "pass --weights PATH or set MNIST_CODEC_WEIGHTS to the checkpoint (.safetensors)"
     )
 
 
