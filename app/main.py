@@ -1,6 +1,6 @@
 """The FastAPI service: /encode, /decode, their batch forms, /models, /healthz, /readyz.
 
-Run it with `uvicorn app.main:app --host 0.0.0.0 --port 8000` (the Dockerfile's
+Run it with `uvicorn app.main:app --http app.service.protocol:LimitedHttpToolsProtocol` (the Dockerfile's
 command). The models are loaded once, in the lifespan, before the first request;
 a checkpoint that cannot be loaded stops the process with one line. /encode and
 /decode take `?model=NAME` (see GET /models); without it they use the default.
@@ -20,6 +20,8 @@ from app.codec.codecs import Codec, Codecs, load_codecs, pick_device
 from app.errors import StartupError
 from app.service.batch import router as batch_router
 from app.service.http import (
+    MODEL_ID_HEADER,
+    MODEL_ID_PARAM,
     MODEL_PARAM,
     codec_for_latent,
     current_codec,
@@ -79,7 +81,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     except StartupError as exc:
         app.state.startup_error = str(exc)
         raise
-    batching = settings.batching == "on" or (settings.batching == "auto" and device.type == "cuda")
+    batching = settings.batching == "on" or (settings.batching == "auto" and device == "cuda")
     metrics = app.state.metrics
     for codec in codecs:
         if batching:
@@ -142,6 +144,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             200: {
                 "description": LATENT_DOC + ". Header X-Model-Id names the weights.",
                 "content": {OCTET_STREAM: {"schema": BINARY}},
+                "headers": {"X-Model-Id": MODEL_ID_HEADER},
             },
             **error_responses(400, 404, 408, 413, 415, 422, 431, 503),
         },
@@ -159,8 +162,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         },
     )
     async def encode(request: Request) -> Response:
+        codec = current_codec(request)  # first, as on every endpoint: an unknown model is a 404 whatever the body
         png = await read_file_field(request, "img", "a 28x28 PNG")
-        codec = current_codec(request)
         body = await codec.encode_one(imaging.read_digit(png))
         return Response(body, media_type=OCTET_STREAM, headers={"X-Model-Id": codec.model_id})
 
@@ -169,23 +172,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="A 24-byte latent to its 28x28 PNG",
         response_class=Response,
         responses={
-            200: {"description": "28x28 8-bit grayscale PNG.", "content": {"image/png": {"schema": BINARY}}},
+            200: {
+                "description": "28x28 8-bit grayscale PNG.",
+                "content": {"image/png": {"schema": BINARY}},
+                "headers": {"X-Model-Id": MODEL_ID_HEADER},
+            },
             **error_responses(400, 404, 408, 409, 413, 422, 431, 503),
         },
         openapi_extra={
-            "parameters": [
-                MODEL_PARAM,
-                {
-                    "name": "X-Model-Id",
-                    "in": "header",
-                    "required": False,
-                    "description": (
-                        "The id /encode returned with this latent: picks that model, or 409 when this server "
-                        "has no such weights (or ?model names others)."
-                    ),
-                    "schema": {"type": "string"},
-                },
-            ],
+            "parameters": [MODEL_PARAM, MODEL_ID_PARAM],
             "requestBody": {
                 "required": True,
                 "description": LATENT_DOC + ", as the raw body or as the file field 'latent' of a multipart form.",
@@ -200,11 +195,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         },
     )
     async def decode(request: Request) -> Response:
+        codec = codec_for_latent(request)  # first: 404 for an unknown model, 409 for a foreign id, whatever the body
         if request.headers.get("content-type", "").startswith("multipart/form-data"):
             data = await read_file_field(request, "latent", LATENT_DOC)
         else:  # any other type is the raw latent (curl --data-binary sends form-urlencoded)
             data = await request.body()
-        codec = codec_for_latent(request)
         png = await codec.decode_one(data)
         return Response(png, media_type="image/png", headers={"X-Model-Id": codec.model_id})
 

@@ -12,11 +12,11 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MNIST_CODEC_")
 
     weights: Path = Field(
-        default=Path("model_weights/mlp6.pt"),
+        default=Path("model_weights/mlp6.safetensors"),
         description="Checkpoint of the default model; a relative path is taken from the working directory.",
     )
     models: list[Path] = Field(
-        default=[Path("model_weights/mlp24/mlp24.pt")],
+        default=[Path("model_weights/mlp24/mlp24.safetensors")],
         description=(
             "More checkpoints served next to `weights`, as a JSON list; a request picks one with "
             "?model=NAME, NAME being its architecture (mlp6, mlp24). '[]' serves `weights` only."

@@ -41,7 +41,7 @@ from PIL import Image
 
 from bench.server import ROOT, Server, free_port, loopback_command
 
-WEIGHTS = ROOT / "model_weights" / "mlp6.pt"
+WEIGHTS = ROOT / "model_weights" / "mlp6.safetensors"
 SEVEN = ROOT / "tests" / "data" / "digits" / "test0000_digit7.png"
 BOUNDARY = "mnistcodecbenchboundary"
 TEST_IMAGES = ROOT / "data" / "MNIST" / "raw" / "t10k-images-idx3-ubyte"
@@ -246,10 +246,10 @@ def component_costs() -> dict[str, float]:
     import timeit
 
     from app.codec import imaging
-    from app.codec.codecs import Codec
+    from app.codec.codecs import load_codec
     from app.codec.model import load_checkpoint
 
-    codec = Codec(load_checkpoint(WEIGHTS), torch.device("cpu"))
+    codec = load_codec(WEIGHTS, "cpu")
     png = SEVEN.read_bytes()
     pixels = imaging.read_digit(png)
     latent = codec.encode(pixels)

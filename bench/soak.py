@@ -117,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as tmp:
-        server = Server(ROOT / "model_weights" / "mlp6.pt", Path(tmp) / "server.log")
+        server = Server(ROOT / "model_weights" / "mlp6.safetensors", Path(tmp) / "server.log")
         try:
             server.wait_ready()
             rss_start = server.rss_mib()

@@ -21,7 +21,7 @@ from app.settings import Settings
 from app.training import data
 
 ROOT = Path(__file__).resolve().parent.parent
-COMMITTED_WEIGHTS = ROOT / "model_weights" / "mlp6.pt"
+COMMITTED_WEIGHTS = ROOT / "model_weights" / "mlp6.safetensors"
 DIGITS_DIR = Path(__file__).resolve().parent / "data" / "digits"
 
 
@@ -62,7 +62,7 @@ def seven_png(digits: list[tuple[str, bytes, np.ndarray]]) -> bytes:
 def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A randomly initialised checkpoint: loads like the real one, in no time."""
     torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("weights") / "mlp6.pt"
+    path = tmp_path_factory.mktemp("weights") / "mlp6.safetensors"
     save_checkpoint(path, Autoencoder(), {"note": "random weights for tests"})
     return path
 

@@ -12,6 +12,7 @@ from conftest import COMMITTED_WEIGHTS, png_bytes
 from fastapi import FastAPI
 from PIL import Image
 
+from app.codec import codecs
 from app.codec.codecs import pick_device
 from app.codec.model import load_checkpoint
 from app.errors import CheckpointError, StartupError
@@ -180,14 +181,17 @@ async def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatc
         assert (await client.post("/decode", content=b"\0" * 24)).status_code == 200
 
 
-def test_device_choice(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert pick_device("auto").type == "cpu"
+def test_device_choice(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(codecs, "NVIDIA_DRIVER", tmp_path / "no-driver")  # no driver: CPU, without asking torch
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert pick_device("auto") == "cpu"
     with pytest.raises(StartupError, match="CUDA is not available"):
         pick_device("cuda")
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert pick_device("auto").type == "cuda"
-    assert pick_device("cpu").type == "cpu"
+    (tmp_path / "no-driver").write_text("NVRM version: test\n")  # a driver: torch decides
+    assert pick_device("auto") == "cuda"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert pick_device("auto") == "cpu"
+    assert pick_device("cpu") == "cpu"
 
 
 async def test_openapi_describes_binary_bodies(client: httpx.AsyncClient) -> None:

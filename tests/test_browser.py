@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from conftest import DIGITS_DIR, LiveServer
 from selenium import webdriver
@@ -76,17 +77,63 @@ def wait_for_result(page: WebDriver) -> str:
     return str(status.text)
 
 
-def test_upload_shows_the_files_24_bytes_and_its_reconstruction(page: WebDriver, live_server: LiveServer) -> None:
+NO_BROKEN_IMAGE = "return Array.from(document.images).every((i) => i.complete && i.naturalWidth > 0)"
+
+
+def card(page: WebDriver, name: str) -> dict[str, str]:
+    """What the page shows for one model: its texts by class name."""
+    keys = ("values-label", "values", "hex", "model-id", "size", "psnr")
+    return {key: page.find_element(By.CSS_SELECTOR, f'[data-model="{name}"] .{key}').text for key in keys}
+
+
+def test_before_any_input_there_is_a_slot_per_model_and_no_broken_image(
+    page: WebDriver, live_server: LiveServer
+) -> None:
+    names = [m["name"] for m in httpx.get(f"{live_server.url}/models", timeout=10).json()["models"]]
+    WebDriverWait(page, WAIT_S).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "figure.model")) == len(names))
+    shown = [f.get_attribute("data-model") for f in page.find_elements(By.CSS_SELECTOR, "figure.model")]
+    assert shown == names == ["mlp6", "mlp24"]
+    assert page.execute_script(NO_BROKEN_IMAGE)
+    assert "NaN" not in page.find_element(By.TAG_NAME, "body").text
+
+
+def test_upload_shows_every_models_latent_in_its_own_format(page: WebDriver, live_server: LiveServer) -> None:
     digit = DIGITS_DIR / "test0000_digit7.png"
     page.find_element(By.ID, "upload").send_keys(str(digit))
     wait_for_result(page)
-    expected = httpx.post(f"{live_server.url}/encode", files={"img": digit.read_bytes()}, timeout=10)
-    shown = page.find_element(By.ID, "hex").text.replace(" ", "")
-    assert bytes.fromhex(shown) == expected.content  # the very bytes the API gives for this file
-    assert page.find_element(By.ID, "model-id").text == expected.headers["x-model-id"]
-    assert page.execute_script("return document.getElementById('recon').naturalWidth") == 28
-    psnr = float(page.find_element(By.ID, "psnr").text.removesuffix(" dB"))
-    assert 14 < psnr < 30  # this digit: about 17 dB, as the quality test measures
+    models = httpx.get(f"{live_server.url}/models", timeout=10).json()["models"]
+    for model in models:
+        name = model["name"]
+        expected = httpx.post(f"{live_server.url}/encode?model={name}", files={"img": digit.read_bytes()}, timeout=10)
+        shown = card(page, name)
+        assert bytes.fromhex(shown["hex"].replace(" ", "")) == expected.content, name  # the very bytes of the API
+        assert shown["model-id"] == expected.headers["x-model-id"]
+        assert shown["size"] == "24 bytes"
+        assert "NaN" not in shown["values"] and "Infinity" not in shown["values"]
+        if model["latent_format"]["name"] == "24xu8":
+            assert shown["values-label"] == "as 24 uint8 (24xu8)"
+            assert [int(v) for v in shown["values"].split()] == list(expected.content)
+        else:
+            assert shown["values-label"] == "as 6 float32 (6xf32le)"
+            floats = np.frombuffer(expected.content, "<f4")
+            assert np.allclose([float(v) for v in shown["values"].split()], floats, atol=1e-4)
+        psnr = float(shown["psnr"].removesuffix(" dB"))
+        assert psnr == pytest.approx(model["test_psnr_db"], abs=6), name  # this digit, near the model's mean
+    # Each reconstruction was drawn: not the black canvas it starts as.
+    lit = page.execute_script(
+        """return Array.from(document.querySelectorAll('figure.model canvas.recon'), (c) => {
+             const d = c.getContext('2d').getImageData(0, 0, 28, 28).data;
+             let s = 0; for (let i = 0; i < d.length; i += 4) s += d[i]; return s; });"""
+    )
+    assert len(lit) == len(models) and all(total > 0 for total in lit)
+    assert page.execute_script(NO_BROKEN_IMAGE)
+    assert "NaN" not in page.find_element(By.TAG_NAME, "body").text
+
+
+def test_a_format_the_page_does_not_know_is_shown_as_hex(page: WebDriver) -> None:
+    """The entropy-coded model to come: its coded bytes, never a misread number."""
+    view = page.execute_script("return window.mnistDemo.latentView(new Uint8Array([0, 1, 254, 255, 16]), 'ec24-ans');")
+    assert view == {"label": "ec24-ans: coded bytes", "text": "0001feff 10"}
 
 
 def test_drawing_is_sampled_the_mnist_way_and_round_tripped(page: WebDriver) -> None:
@@ -96,7 +143,7 @@ def test_drawing_is_sampled_the_mnist_way_and_round_tripped(page: WebDriver) -> 
         stroke = stroke.move_by_offset(dx, dy)
     stroke.release().perform()
     wait_for_result(page)
-    assert len(page.find_element(By.ID, "hex").text.replace(" ", "")) == 48
+    assert len(card(page, "mlp6")["hex"].replace(" ", "")) == 48
     # The 28x28 input: ink inside a 20x20 box, its centre of mass near the frame's centre.
     ink = page.execute_script(
         """const d = document.getElementById('input28').getContext('2d').getImageData(0, 0, 28, 28).data;

@@ -1,7 +1,6 @@
 """The `mnist-codec` command (app/client/cli.py, app/client/backends.py): in process, against a fake and a real server."""
 
 import argparse
-import io
 import subprocess
 import sys
 import threading
@@ -81,18 +80,6 @@ def test_impossible_plans_are_refused(tmp_path: Path, inputs: list[str], output:
         cli.plan_jobs([tmp_path / i for i in inputs], output_in(tmp_path, output), ".lat")
 
 
-def test_progress_bar_counts_to_the_total() -> None:
-    stream = io.StringIO()
-    progress = cli.Progress(4, enabled=True, stream=stream, width=8)
-    for _ in range(4):
-        progress.advance()
-    progress.finish()
-    assert stream.getvalue().endswith("\r[########] 4/4\n")
-    quiet = io.StringIO()
-    cli.Progress(4, enabled=False, stream=quiet).advance()
-    assert quiet.getvalue() == ""
-
-
 def test_local_round_trip_and_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert run("encode", str(DIGITS_DIR), "-o", f"{tmp_path}/lat/", "--local", "--weights", str(COMMITTED_WEIGHTS)) == 0
     latents = sorted((tmp_path / "lat").glob("*.lat"))
@@ -150,7 +137,7 @@ def test_server_and_local_give_the_same_bytes(live_server: LiveServer, tmp_path:
         assert run("encode", str(DIGITS_DIR), "-o", f"{tmp_path}/{mode}/lat/", "-q", *where) == 0
         assert run("decode", f"{tmp_path}/{mode}/lat", "-o", f"{tmp_path}/{mode}/png/", "-q", *where) == 0
     for kind in ("lat", "png"):
-        server_files = sorted((tmp_path / "server" / kind).iterdir())
+        server_files = sorted((tmp_path / "server" / kind).glob(f"*.{kind}"))
         assert len(server_files) == len(list(DIGITS_DIR.glob("*.png")))
         for path in server_files:
             assert path.read_bytes() == (tmp_path / "local" / kind / path.name).read_bytes(), path.name
@@ -168,7 +155,8 @@ def test_a_server_error_names_the_file_and_the_status(
     short = tmp_path / "short.lat"
     short.write_bytes(b"\x00" * 5)
     assert run("decode", str(short), "--url", live_server.url) == cli.FILES_FAILED
-    [line] = capsys.readouterr().err.splitlines()
+    note, line = capsys.readouterr().err.splitlines()
+    assert note.startswith("mnist-codec: note: 1 of 1 latents have no recorded model id")
     assert line.startswith(f"mnist-codec: {short}: 422 a latent is exactly 24 bytes")
 
 
@@ -191,6 +179,11 @@ class FakeServer:
         with self.lock:
             self.in_flight -= 1
         headers = {"x-model-id": "mlp6-fake"}
+        if request.url.path == "/models":
+            models = [
+                {"name": name, "id": "mlp6-fake", "latent_format": {"name": "6xf32le"}} for name in ("mlp6", "small")
+            ]
+            return httpx.Response(200, json={"default": "mlp6", "models": models})
         if request.url.path == "/encode":
             return httpx.Response(200, content=bytes(24), headers=headers)
         if request.url.path == "/encode/batch" and self.batch:
@@ -201,10 +194,11 @@ class FakeServer:
 
 def convert(fake: FakeServer, sources: list[Path], out: Path, batch_size: int, model: str | None = None) -> int:
     codec = RemoteCodec("http://fake", model=model, transport=httpx.MockTransport(fake))
+    codec.connect()
     args = argparse.Namespace(
         command="encode", inputs=sources, output=f"{out}/", jobs=2, batch_size=batch_size, quiet=True, local=False
     )
-    return cli.convert_command(args, codec)
+    return cli.encode_command(args, codec)
 
 
 @pytest.mark.parametrize(
@@ -222,6 +216,7 @@ def test_many_files_use_the_batch_endpoint_where_it_exists(
     assert convert(fake, sources, tmp_path, batch_size=8, model="small") == 0  # jobs=2
     assert len(list(tmp_path.glob("*.lat"))) == len(sources)
     paths = [request.url.path for request in fake.requests]
+    assert paths[0] == "/models"  # asked once, first: is this an mnist-codec server, and which model encodes
     assert {path: paths.count(path) for path in requests} == requests
     assert all(request.url.params["model"] == "small" for request in fake.requests)
     assert fake.most_in_flight == 2  # --jobs 2: bounded, and used
@@ -240,6 +235,6 @@ def test_decoding_many_files_uses_the_batch_endpoint(
     assert run("encode", str(DIGITS_DIR), "-o", f"{tmp_path}/lat/", "-q", "--url", live_server.url) == 0
     assert run("decode", f"{tmp_path}/lat", "-o", f"{tmp_path}/png/", "--url", live_server.url) == 0
     assert "(batch endpoint" in capsys.readouterr().out
-    for path in sorted((tmp_path / "lat").iterdir()):
+    for path in sorted((tmp_path / "lat").glob("*.lat")):
         single = httpx.post(f"{live_server.url}/decode", content=path.read_bytes(), timeout=10).content
         assert (tmp_path / "png" / path.name.replace(".lat", ".png")).read_bytes() == single

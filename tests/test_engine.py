@@ -1,13 +1,17 @@
 """Serving arithmetic: numpy and torch agree, and a digit's bytes never depend on its batch."""
 
+import dataclasses
+import sys
+
 import numpy as np
 import pytest
-import torch
 from conftest import COMMITTED_WEIGHTS
 from torch import nn
 
+from app.codec import checkpoint
 from app.codec.engine import NumpyMLP, TorchEngine, make_engine
-from app.codec.model import load_checkpoint
+from app.codec.model import load_checkpoint, numpy_program
+from app.errors import CheckpointError
 
 rng = np.random.default_rng(3)
 
@@ -25,9 +29,9 @@ def latents() -> np.ndarray:
 
 
 def engines() -> tuple[NumpyMLP, TorchEngine]:
-    numpy_engine = make_engine(load_checkpoint(COMMITTED_WEIGHTS).model, torch.device("cpu"))
+    numpy_engine = make_engine(checkpoint.read(COMMITTED_WEIGHTS), "cpu")
     assert isinstance(numpy_engine, NumpyMLP)
-    return numpy_engine, TorchEngine(load_checkpoint(COMMITTED_WEIGHTS).model, torch.device("cpu"))
+    return numpy_engine, TorchEngine(load_checkpoint(COMMITTED_WEIGHTS).model, "cpu")
 
 
 def test_numpy_and_torch_engines_give_the_same_bytes(digits_784: np.ndarray, latents: np.ndarray) -> None:
@@ -59,10 +63,20 @@ def test_anything_but_a_plain_mlp_runs_in_torch() -> None:
             self.encoder = nn.Sequential(nn.Unflatten(1, (1, 28, 28)), nn.Conv2d(1, 2, 3), nn.Flatten())
             self.decoder = nn.Sequential(nn.Linear(2, 784), nn.Sigmoid())
 
-    assert isinstance(make_engine(ConvNet(), torch.device("cpu")), TorchEngine)
+    assert numpy_program(ConvNet()) is None  # so its checkpoint carries no numpy program
+    no_program = dataclasses.replace(checkpoint.read(COMMITTED_WEIGHTS), numpy_program=None)
+    assert isinstance(make_engine(no_program, "cpu"), TorchEngine)
 
 
 def test_decoder_output_is_rounded_half_to_even_and_clamped() -> None:
     numpy_engine, _ = engines()
     numpy_engine.decoder = [lambda h: np.array([[-0.5, 0.0, 0.5 / 255, 1.5 / 255, 1.0, 7.0]])]
     np.testing.assert_array_equal(numpy_engine.decode(np.zeros((1, 6), np.float32)), [[0, 0, 0, 2, 255, 255]])
+
+
+def test_a_network_without_numpy_program_and_no_torch_is_one_clear_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On the CPU install (no torch), a model numpy cannot run stops the start with what to install."""
+    no_program = dataclasses.replace(checkpoint.read(COMMITTED_WEIGHTS), numpy_program=None)
+    monkeypatch.setitem(sys.modules, "app.codec.model", None)  # as if torch (which it imports) were missing
+    with pytest.raises(CheckpointError, match=r"no numpy program, and serving it needs torch: pip install"):
+        make_engine(no_program, "cpu")

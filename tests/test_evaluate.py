@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from app.codec import imaging
-from app.codec.codecs import Codec
-from app.codec.model import QuantizedArgs, QuantizedAutoencoder, load_checkpoint, save_checkpoint
+from app.codec.codecs import load_codec
+from app.codec.model import QuantizedArgs, QuantizedAutoencoder, save_checkpoint
 from app.training import evaluate, quality
 
 DIGITS = np.random.default_rng(5).integers(0, 256, size=(3, 28, 28), dtype=np.uint8)
@@ -19,7 +19,7 @@ DIGITS = np.random.default_rng(5).integers(0, 256, size=(3, 28, 28), dtype=np.ui
 def two_models(tmp_path: Path, tiny_weights: Path, monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     """The service's settings pointed at a tiny mlp6 (the default) and a tiny mlp24."""
     torch.manual_seed(0)
-    quantized = tmp_path / "mlp24.pt"
+    quantized = tmp_path / "mlp24.safetensors"
     save_checkpoint(quantized, QuantizedAutoencoder(QuantizedArgs(hidden=(16,))), {})
     monkeypatch.setenv("MNIST_CODEC_WEIGHTS", str(tiny_weights))
     monkeypatch.setenv("MNIST_CODEC_MODELS", json.dumps([str(quantized)]))
@@ -49,7 +49,7 @@ def test_writes_table_numbers_and_plot(synthetic_mnist: Path, tmp_path: Path, tw
 
 
 def test_model_rows_go_through_the_service_codec(tiny_weights: Path) -> None:
-    codec = Codec(load_checkpoint(tiny_weights), torch.device("cpu"))
+    codec = load_codec(tiny_weights, "cpu")
     row = evaluate.measure_model(DIGITS, codec)
     decoded = np.stack([imaging.read_digit(codec.decode(codec.encode(d))) for d in DIGITS])
     assert row.mean_psnr_db == pytest.approx(quality.psnr_db(DIGITS, decoded).mean())

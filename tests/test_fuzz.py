@@ -11,7 +11,6 @@ from collections import Counter
 
 import numpy as np
 import schemathesis
-import torch
 from conftest import COMMITTED_WEIGHTS
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -24,8 +23,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from app.codec import imaging, latent
-from app.codec.codecs import Codec
-from app.codec.model import load_checkpoint
+from app.codec.codecs import load_codec
 from app.errors import LatentError
 from app.main import create_app
 from app.settings import Settings
@@ -70,12 +68,30 @@ def npy_digits(draw: st.DrawFn) -> bytes:
 
 npy_bodies = st.one_of(npy_digits(), st.binary(max_size=200))
 
+
+@st.composite
+def containers(draw: st.DrawFn) -> bytes:
+    """A latent container (app.latent): mostly well formed, sometimes cut short or with a byte changed."""
+    items = draw(st.lists(latents, min_size=1, max_size=3))
+    model_id = draw(st.sampled_from(["mlp6-40870c98c2d7", "mlp24-000000000000", "x"]))
+    data = latent.write_container(latent.Container(model_id, "6xf32le", items, None))
+    cut = draw(st.sampled_from([len(data)] * 3 + [len(data) - 1, 40, 8]))
+    data = data[:cut]
+    if draw(st.booleans()):
+        at = draw(st.integers(0, len(data) - 1))
+        data = data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1 :]
+    return data
+
+
+container_bodies = st.one_of(containers(), st.binary(max_size=120).map(lambda tail: latent.CONTAINER_MAGIC + tail))
+
 schemathesis.openapi.media_type("image/png", png_uploads)
 schemathesis.openapi.media_type("application/octet-stream", latent_bodies)
 schemathesis.openapi.media_type("application/x-npy", npy_bodies)
+schemathesis.openapi.media_type(latent.CONTAINER_MEDIA_TYPE, container_bodies)
 
 app = create_app(Settings(weights=COMMITTED_WEIGHTS, device="cpu"))
-app.state.codec = Codec(load_checkpoint(COMMITTED_WEIGHTS), torch.device("cpu"))  # the lifespan's work
+app.state.codec = load_codec(COMMITTED_WEIGHTS, "cpu")  # the lifespan's work
 schema = schemathesis.openapi.from_asgi("/openapi.json", app)
 statuses: Counter[tuple[str, int]] = Counter()
 

@@ -1,3 +1,7 @@
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -102,3 +106,98 @@ def test_u8_pack_refuses(z: np.ndarray, message: str) -> None:
 def test_u8_unpack_rejects_wrong_length(data: bytes) -> None:
     with pytest.raises(LatentError, match=rf"exactly 24 bytes \(24 unsigned bytes.*received {len(data)} bytes"):
         U8.unpack(data)
+
+
+# --------------------------------------------------------------------------- the container for N latents
+
+F32 = latent.FORMATS["6xf32le"]
+ID6 = "mlp6-40870c98c2d7"
+
+
+def some_latents(count: int) -> list[bytes]:
+    rng = np.random.default_rng(count)
+    return [F32.pack(rng.normal(size=6)) for _ in range(count)]
+
+
+def container_bytes(count: int = 3, names: list[str] | None = None) -> bytes:
+    return latent.write_container(latent.Container(ID6, "6xf32le", some_latents(count), names))
+
+
+def test_container_header_is_laid_out_as_specified() -> None:
+    items = some_latents(2)
+    data = latent.write_container(latent.Container(ID6, "6xf32le", items, None))
+    assert data[0:8] == b"MNISTLAT"
+    assert data[8:10] == (1).to_bytes(2, "little")  # version
+    assert data[10:12] == b"\x00\x00"  # flags: no names
+    assert data[12:16] == (2).to_bytes(4, "little")  # count
+    assert data[16:20] == zlib.crc32(data[80:]).to_bytes(4, "little")
+    assert data[20:60] == ID6.encode().ljust(40, b"\x00")
+    assert data[60:80] == b"6xf32le".ljust(20, b"\x00")
+    assert data[80:] == b"".join(items)
+    assert latent.HEADER_BYTES == latent.CONTAINER_HEADER.itemsize == 80
+
+
+def test_container_names_follow_the_latents() -> None:
+    data = container_bytes(2, ["7.png", "seven two.png"])
+    assert data[10:12] == b"\x01\x00"  # flag bit 0
+    names = b"7.png\nseven two.png\n"
+    assert data[80 + 48 :] == len(names).to_bytes(4, "little") + names
+
+
+@pytest.mark.parametrize("names", [None, ["a.png", "b.png", "ünïcode.png"]])
+def test_container_round_trips(names: list[str] | None) -> None:
+    items = some_latents(3)
+    back = latent.read_container(latent.write_container(latent.Container(ID6, "6xf32le", items, names)))
+    assert back == latent.Container(ID6, "6xf32le", items, names)
+
+
+def test_container_reads_with_numpy_as_the_docstring_says(tmp_path: Path) -> None:
+    """The recipe in app/latent.py's docstring, run as written there (without this package)."""
+    items = some_latents(4)
+    path = tmp_path / "digits.lats"
+    path.write_bytes(latent.write_container(latent.Container(ID6, "6xf32le", items, ["a", "b", "c", "d"])))
+    recipe = latent.__doc__.split("In numpy, without this package:")[1]
+    code = "\n".join(line.removeprefix("    ") for line in recipe.strip().splitlines())
+    scope: dict[str, object] = {"np": np, "path": path}
+    exec(code, scope)
+    assert scope["h"]["model_id"] == ID6.encode() and scope["h"]["format"] == b"6xf32le"
+    np.testing.assert_array_equal(scope["z"], np.stack([np.frombuffer(item, "<f4") for item in items]))
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        pytest.param(lambda d: b"", "not a latent container", id="empty"),
+        pytest.param(lambda d: b"MNIST", "truncated", id="part-of-the-magic"),
+        pytest.param(lambda d: b"PNG\x00" + d[4:], "not a latent container", id="other-magic"),
+        pytest.param(lambda d: d[:50], "shorter than its 80-byte header", id="cut-in-the-header"),
+        pytest.param(lambda d: d[:-1], "truncated latent container", id="cut-in-the-latents"),
+        pytest.param(lambda d: d + b"\x00", r"bytes after its end", id="trailing-byte"),
+        pytest.param(lambda d: d[:100] + bytes([d[100] ^ 1]) + d[101:], "CRC-32", id="flipped-bit"),
+        pytest.param(lambda d: d[:8] + b"\x02\x00" + d[10:], "version 2 is not supported", id="version-2"),
+        pytest.param(lambda d: d[:10] + b"\x02\x00" + d[12:], "unknown flags", id="unknown-flag"),
+        pytest.param(lambda d: d[:12] + b"\x04\x00\x00\x00" + d[16:], "promises 4 latents", id="count-too-big"),
+        pytest.param(lambda d: d[:20] + b"\xff" * 40 + d[60:], "not ASCII", id="binary-model-id"),
+    ],
+)
+def test_damaged_containers_are_refused_whole(damage: Callable[[bytes], bytes], message: str) -> None:
+    with pytest.raises(LatentError, match=message):
+        latent.read_container(damage(container_bytes(3)))
+
+
+def test_a_container_with_too_few_names_is_refused() -> None:
+    data = bytearray(container_bytes(2, ["a", "b"]))
+    names = b"a\n"  # one name for two latents, with a consistent length and CRC
+    body = bytes(data[80 : 80 + 48]) + len(names).to_bytes(4, "little") + names
+    data[16:20] = zlib.crc32(body).to_bytes(4, "little")
+    with pytest.raises(LatentError, match="2 latents but 1 names"):
+        latent.read_container(bytes(data[:80]) + body)
+
+
+@pytest.mark.parametrize(
+    ("model_id", "names"),
+    [("", None), ("x" * 41, None), ("mlp6-é", None), (ID6, ["a\nb", "c", "d"]), (ID6, ["a", "b"])],
+)
+def test_a_container_that_cannot_be_written_is_refused(model_id: str, names: list[str] | None) -> None:
+    with pytest.raises(ValueError):
+        latent.Container(model_id, "6xf32le", some_latents(3), names)

@@ -2,13 +2,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.numpy import save_file
 from torch import nn
 
+from app.codec import checkpoint
 from app.codec.model import (
     ARCH,
     ARCHITECTURES,
     Autoencoder,
-    ModelArgs,
     QuantizedArgs,
     QuantizedAutoencoder,
     build_model,
@@ -37,8 +38,8 @@ def test_reference_architecture() -> None:
 def test_checkpoint_round_trip(tmp_path: Path) -> None:
     torch.manual_seed(1)
     model = Autoencoder()
-    saved_id = save_checkpoint(tmp_path / "m.pt", model, {"test": {"mse": 0.5}})
-    loaded = load_checkpoint(tmp_path / "m.pt")
+    saved_id = save_checkpoint(tmp_path / "m.safetensors", model, {"test": {"mse": 0.5}})
+    loaded = load_checkpoint(tmp_path / "m.safetensors")
     assert loaded.model_id == saved_id == model_id(model.state_dict())
     assert saved_id.startswith(f"{ARCH}-") and len(saved_id) == len(ARCH) + 13
     assert loaded.metadata == {"test": {"mse": 0.5}}
@@ -88,10 +89,10 @@ def test_registry_rebuilds_each_architecture_from_its_args() -> None:
 def test_quantized_checkpoint_round_trip(tmp_path: Path) -> None:
     torch.manual_seed(2)
     model = QuantizedAutoencoder(QuantizedArgs(hidden=(32,)))
-    saved_id = save_checkpoint(tmp_path / "q.pt", model, {})
-    checkpoint = torch.load(tmp_path / "q.pt", weights_only=True)
-    assert checkpoint["arch"] == "mlp24" and checkpoint["model_args"]["hidden"] == [32]
-    loaded = load_checkpoint(tmp_path / "q.pt")
+    saved_id = save_checkpoint(tmp_path / "q.safetensors", model, {})
+    stored = checkpoint.read(tmp_path / "q.safetensors")  # without torch
+    assert stored.arch == "mlp24" and stored.model_args["hidden"] == [32] and stored.latent_format == "24xu8"
+    loaded = load_checkpoint(tmp_path / "q.safetensors")
     assert loaded.arch == "mlp24" and loaded.model_id == saved_id and saved_id.startswith("mlp24-")
     assert isinstance(loaded.model, QuantizedAutoencoder) and not loaded.model.training
     x = torch.rand(4, 784)
@@ -99,49 +100,63 @@ def test_quantized_checkpoint_round_trip(tmp_path: Path) -> None:
 
 
 def _truncated(tmp_path: Path, tiny_weights: Path) -> Path:
-    path = tmp_path / "truncated.pt"
+    path = tmp_path / "truncated.safetensors"
     path.write_bytes(tiny_weights.read_bytes()[:1000])
     return path
 
 
-def _wrong_arch(tmp_path: Path, tiny_weights: Path) -> Path:
-    path = tmp_path / "wide.pt"
-    save_checkpoint(path, Autoencoder(ModelArgs(hidden=(256, 64, 12))), {})
-    checkpoint = torch.load(path, weights_only=True)
-    checkpoint["model_args"]["hidden"] = [128, 64, 12]  # claims the reference shape
-    torch.save(checkpoint, path)
+def _rewritten(tmp_path: Path, tiny_weights: Path, **changes: object) -> Path:
+    """The tiny checkpoint with header fields changed, written as a consistent file (its id recomputed)."""
+    stored = checkpoint.read(tiny_weights)
+    for name, value in changes.items():
+        setattr(stored, name, value)
+    path = tmp_path / "changed.safetensors"
+    checkpoint.write(path, stored)
     return path
+
+
+def _wrong_arch(tmp_path: Path, tiny_weights: Path) -> Path:
+    return _rewritten(tmp_path, tiny_weights, model_args={"hidden": [256, 64, 12]})  # not the weights' shape
 
 
 def _unknown_arch(tmp_path: Path, tiny_weights: Path) -> Path:
-    path = tmp_path / "other.pt"
-    checkpoint = torch.load(tiny_weights, weights_only=True)
-    checkpoint["arch"] = "transformer"
-    torch.save(checkpoint, path)
-    return path
+    return _rewritten(tmp_path, tiny_weights, arch="transformer")
 
 
 def _not_ours(tmp_path: Path, tiny_weights: Path) -> Path:
-    path = tmp_path / "plain.pt"
-    torch.save(Autoencoder().state_dict(), path)
+    path = tmp_path / "plain.safetensors"
+    save_file({k: v.numpy() for k, v in Autoencoder().state_dict().items()}, path)
     return path
 
 
-def _pickled_object(tmp_path: Path, tiny_weights: Path) -> Path:
-    path = tmp_path / "object.pt"
-    torch.save(Autoencoder(), path)  # a whole pickled module: refused by weights_only
+def _damaged(tmp_path: Path, tiny_weights: Path) -> Path:
+    path = tmp_path / "damaged.safetensors"
+    data = bytearray(tiny_weights.read_bytes())
+    data[-3] ^= 0x40  # one bit of the last weight
+    path.write_bytes(bytes(data))
+    return path
+
+
+def _torch_pickle(tmp_path: Path, tiny_weights: Path) -> Path:
+    path = tmp_path / "old.pt"
+    torch.save({"format": 1}, path)
     return path
 
 
 @pytest.mark.parametrize(
     ("make", "message"),
     [
-        pytest.param(lambda tmp, w: tmp / "missing.pt", "not found", id="missing"),
+        pytest.param(lambda tmp, w: tmp / "missing.safetensors", "not found", id="missing"),
         pytest.param(_truncated, "unreadable", id="truncated"),
         pytest.param(_wrong_arch, "does not fit", id="wrong-architecture"),
         pytest.param(_unknown_arch, "'transformer', expected one of: mlp6, mlp24", id="unknown-architecture"),
         pytest.param(_not_ours, "not an mnist-codec checkpoint", id="bare-state-dict"),
-        pytest.param(_pickled_object, "unreadable", id="pickled-module"),
+        pytest.param(_damaged, "is damaged: its weights hash to mlp6-", id="flipped-bit"),
+        pytest.param(
+            _torch_pickle,
+            r"torch pickle \(format 1\); convert it once: python -m app.codec.checkpoint convert",
+            id="torch-pickle",
+        ),
     ],
 )
 def test_bad_checkpoints_are_one_line_errors(make, message: str, tmp_path: Path, tiny_weights: Path) -> None:  # type: ignore[no-untyped-def]

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.anyio
 @pytest.fixture(scope="module")
 def tiny_quantized(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(1)
-    path = tmp_path_factory.mktemp("weights") / "mlp24.pt"
+    path = tmp_path_factory.mktemp("weights") / "mlp24.safetensors"
     save_checkpoint(path, QuantizedAutoencoder(QuantizedArgs(hidden=(32,))), {"test": {"served_psnr_mean_db": 9.5}})
     return path
 
@@ -104,9 +104,9 @@ def test_models_and_default_come_from_the_environment(monkeypatch: pytest.Monkey
     monkeypatch.setenv("MNIST_CODEC_DEFAULT_MODEL", "mlp24")
     settings = Settings()
     assert settings.models == [tiny_quantized] and settings.default_model == "mlp24"
-    assert settings.checkpoints() == [Path("model_weights/mlp6.pt"), tiny_quantized]
+    assert settings.checkpoints() == [Path("model_weights/mlp6.safetensors"), tiny_quantized]
     monkeypatch.setenv("MNIST_CODEC_MODELS", "[]")
-    assert Settings().checkpoints() == [Path("model_weights/mlp6.pt")]
+    assert Settings().checkpoints() == [Path("model_weights/mlp6.safetensors")]
 
 
 @pytest.mark.parametrize(
@@ -114,13 +114,13 @@ def test_models_and_default_come_from_the_environment(monkeypatch: pytest.Monkey
     [
         pytest.param({"default_model": "mlp99"}, "default model 'mlp99' is not among the models served", id="unknown"),
         pytest.param({"models": ["SAME"]}, "two checkpoints hold a model named 'mlp6'", id="same-name-twice"),
-        pytest.param({"models": ["MISSING"]}, "missing.pt not found", id="missing-checkpoint"),
+        pytest.param({"models": ["MISSING"]}, "missing.safetensors not found", id="missing-checkpoint"),
     ],
 )
 async def test_bad_model_settings_stop_the_start(
     tiny_weights: Path, tmp_path: Path, overrides: dict[str, Any], message: str
 ) -> None:
-    paths = {"SAME": tmp_path / "copy.pt", "MISSING": tmp_path / "missing.pt"}
+    paths = {"SAME": tmp_path / "copy.safetensors", "MISSING": tmp_path / "missing.safetensors"}
     paths["SAME"].write_bytes(tiny_weights.read_bytes())
     models = [paths.get(m, m) for m in overrides.get("models", [])]
     settings = Settings(weights=tiny_weights, device="cpu", **{**overrides, "models": models})

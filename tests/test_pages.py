@@ -17,8 +17,17 @@ async def test_the_demo_page_is_served_at_the_root(client: httpx.AsyncClient) ->
     response = await client.get("/")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/html")
-    for element in ('id="pad"', 'id="upload"', 'id="recon"', 'id="hex"', 'id="psnr"', 'id="model"'):
+    for element in ('id="pad"', 'id="upload"', 'id="input28"', 'id="strip"', 'id="latents"', 'id="status"'):
         assert element in response.text
+
+
+async def test_the_favicon_is_served(client: httpx.AsyncClient) -> None:
+    page = (await client.get("/")).text
+    assert '<link rel="icon" href="/favicon.ico"' in page
+    response = await client.get("/favicon.ico")  # browsers ask for it whatever the page links
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "image/x-icon"
+    assert response.content.startswith(b"\x00\x00\x01\x00")  # an ICO file
 
 
 async def test_every_asset_the_page_names_is_served(client: httpx.AsyncClient) -> None:

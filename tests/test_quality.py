@@ -9,15 +9,15 @@ import torch
 from conftest import COMMITTED_WEIGHTS, ROOT
 
 from app.codec import imaging
-from app.codec.codecs import Codec
-from app.codec.model import Autoencoder, LoadedModel, QuantizedAutoencoder, load_checkpoint, model_id
+from app.codec.codecs import Codec, load_codec
+from app.codec.model import Autoencoder, QuantizedAutoencoder, checkpoint_of, load_checkpoint
 from app.settings import Settings
 
 # The full test set gives 17.45 dB (model_weights/metrics.json); these 20 digits give 17.40 dB,
 # an untrained network 6.4 dB. The bound sits close below the real figure.
 MEAN_PSNR_BOUND_DB = 16.5
 
-MLP24_WEIGHTS = ROOT / "model_weights" / "mlp24" / "mlp24.pt"
+MLP24_WEIGHTS = ROOT / "model_weights" / "mlp24" / "mlp24.safetensors"
 # mlp24 gives 22.89 dB on the full test set, 22.59 dB on these 20 digits; untrained, 6.4 dB.
 MLP24_BOUND_DB = 22.0
 
@@ -36,15 +36,14 @@ def mean_round_trip_psnr(codec: Codec, digits: list[tuple[str, bytes, np.ndarray
 
 
 def test_committed_weights_reach_the_psnr_bound(digits: list[tuple[str, bytes, np.ndarray]]) -> None:
-    codec = Codec(load_checkpoint(COMMITTED_WEIGHTS), torch.device("cpu"))
+    codec = load_codec(COMMITTED_WEIGHTS, "cpu")
     assert mean_round_trip_psnr(codec, digits) >= MEAN_PSNR_BOUND_DB
 
 
 def test_the_bound_rejects_untrained_weights(digits: list[tuple[str, bytes, np.ndarray]]) -> None:
     torch.manual_seed(0)
     untrained = Autoencoder().eval()
-    loaded = LoadedModel(untrained, model_id(untrained.state_dict()), "mlp6")
-    assert mean_round_trip_psnr(Codec(loaded, torch.device("cpu")), digits) < MEAN_PSNR_BOUND_DB - 3
+    assert mean_round_trip_psnr(Codec(checkpoint_of(untrained, {}), "cpu"), digits) < MEAN_PSNR_BOUND_DB - 3
 
 
 def test_metrics_json_describes_the_committed_weights() -> None:
@@ -56,7 +55,7 @@ def test_metrics_json_describes_the_committed_weights() -> None:
 
 
 def test_committed_mlp24_reaches_its_psnr_bound(digits: list[tuple[str, bytes, np.ndarray]]) -> None:
-    codec = Codec(load_checkpoint(MLP24_WEIGHTS), torch.device("cpu"))
+    codec = load_codec(MLP24_WEIGHTS, "cpu")
     assert codec.format.name == "24xu8"
     assert mean_round_trip_psnr(codec, digits) >= MLP24_BOUND_DB
 
@@ -64,14 +63,13 @@ def test_committed_mlp24_reaches_its_psnr_bound(digits: list[tuple[str, bytes, n
 def test_mlp24_bound_rejects_untrained_weights(digits: list[tuple[str, bytes, np.ndarray]]) -> None:
     torch.manual_seed(0)
     untrained = QuantizedAutoencoder().eval()
-    loaded = LoadedModel(untrained, model_id(untrained.state_dict(), "mlp24"), "mlp24")
-    assert mean_round_trip_psnr(Codec(loaded, torch.device("cpu")), digits) < MLP24_BOUND_DB - 3
+    assert mean_round_trip_psnr(Codec(checkpoint_of(untrained, {}), "cpu"), digits) < MLP24_BOUND_DB - 3
 
 
 def test_mlp24_latents_are_the_rounded_encoder_output(digits: list[tuple[str, bytes, np.ndarray]]) -> None:
     """The served bytes are round(z * 255) of the trained network's z (the float32 torch model here)."""
     loaded = load_checkpoint(MLP24_WEIGHTS)
-    codec = Codec(loaded, torch.device("cpu"))
+    codec = load_codec(MLP24_WEIGHTS, "cpu")
     pixels = np.stack([p for _, _, p in digits])
     with torch.inference_mode():
         z = loaded.model.encode(torch.tensor(pixels.reshape(-1, 784), dtype=torch.float32) / 255)
@@ -83,7 +81,7 @@ def test_mlp24_latents_are_the_rounded_encoder_output(digits: list[tuple[str, by
 
 def test_mlp24_decoding_is_deterministic(digits: list[tuple[str, bytes, np.ndarray]]) -> None:
     """The same bytes give the same PNG, call after call and after a fresh load of the weights."""
-    first, second = (Codec(load_checkpoint(MLP24_WEIGHTS), torch.device("cpu")) for _ in range(2))
+    first, second = (load_codec(MLP24_WEIGHTS, "cpu") for _ in range(2))
     latents = [first.encode(pixels) for _, _, pixels in digits] + [bytes(range(24)), b"\xff" * 24, b"\0" * 24]
     for data in latents:
         png = first.decode(data)

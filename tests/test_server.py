@@ -8,11 +8,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
-import torch
 from conftest import COMMITTED_WEIGHTS
 
-from app.codec.model import Autoencoder, ModelArgs, save_checkpoint
+from app.codec import checkpoint
 from bench.server import Server
 
 
@@ -93,26 +93,28 @@ def test_a_client_leaving_mid_upload_is_one_info_line(server: Server, seven_png:
 
 
 def _truncated(tmp_path: Path) -> Path:
-    path = tmp_path / "truncated.pt"
+    path = tmp_path / "truncated.safetensors"
     path.write_bytes(COMMITTED_WEIGHTS.read_bytes()[:5000])
     return path
 
 
 def _wrong_architecture(tmp_path: Path) -> Path:
-    path = tmp_path / "wide.pt"
-    save_checkpoint(path, Autoencoder(ModelArgs(hidden=(256, 64, 12))), {})
-    checkpoint = torch.load(path, weights_only=True)
-    checkpoint["model_args"]["hidden"] = [128, 64, 12]
-    torch.save(checkpoint, path)
+    """A consistent file whose weights do not chain: 784 -> 128, then a layer that takes 256."""
+    path = tmp_path / "wide.safetensors"
+    stored = checkpoint.read(COMMITTED_WEIGHTS)
+    stored.tensors["encoder.2.weight"] = np.zeros((64, 256), np.float32)
+    checkpoint.write(path, stored)
     return path
 
 
 @pytest.mark.parametrize(
     ("make", "message"),
     [
-        pytest.param(lambda tmp: tmp / "missing.pt", r"checkpoint .*missing\.pt not found", id="missing"),
-        pytest.param(_truncated, r"checkpoint .*truncated\.pt is unreadable", id="truncated"),
-        pytest.param(_wrong_architecture, r"checkpoint .*wide\.pt does not fit", id="wrong-architecture"),
+        pytest.param(
+            lambda tmp: tmp / "missing.safetensors", r"checkpoint .*missing\.safetensors not found", id="missing"
+        ),
+        pytest.param(_truncated, r"checkpoint .*truncated\.safetensors is unreadable", id="truncated"),
+        pytest.param(_wrong_architecture, r"checkpoint .*wide\.safetensors does not fit", id="wrong-architecture"),
     ],
 )
 def test_a_bad_checkpoint_exits_non_zero_with_one_clear_line(make, message: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

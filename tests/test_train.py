@@ -22,7 +22,12 @@ async def test_one_epoch_writes_a_checkpoint_the_service_loads(synthetic_mnist: 
     argv = ["--epochs", "1", "--limit", "64", "--batch-size", "16", "--device", "cpu"]
     assert train.main([*argv, "--out", str(out), "--data-root", str(synthetic_mnist)]) == 0
 
-    assert {p.name for p in out.iterdir()} == {"mlp6.pt", "metrics.json", "loss_curve.png", "reconstructions.png"}
+    assert {p.name for p in out.iterdir()} == {
+        "mlp6.safetensors",
+        "metrics.json",
+        "loss_curve.png",
+        "reconstructions.png",
+    }
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["command"].startswith("python -m app.training.train --epochs 1")
     assert metrics["config"]["seed"] == 42 and metrics["config"]["lr"] == 5e-4
@@ -31,7 +36,7 @@ async def test_one_epoch_writes_a_checkpoint_the_service_loads(synthetic_mnist: 
     assert [row["epoch"] for row in metrics["epochs"]] == [1]
     assert 0 < metrics["test"]["mse"] < 1 and metrics["test"]["psnr_mean_db"] > 0
 
-    app = create_app(Settings(weights=out / "mlp6.pt", device="cpu"))
+    app = create_app(Settings(weights=out / "mlp6.safetensors", device="cpu"))
     digit = png_bytes(Image.fromarray(np.zeros((28, 28), np.uint8)))
     async with (
         app.router.lifespan_context(app),
@@ -101,13 +106,18 @@ async def test_quantized_arch_trains_and_is_served_with_its_format(synthetic_mni
     argv = ["--arch", "mlp24", "--epochs", "1", "--limit", "64", "--batch-size", "16", "--device", "cpu"]
     assert train.main([*argv, "--out", str(out), "--data-root", str(synthetic_mnist)]) == 0
 
-    assert {p.name for p in out.iterdir()} == {"mlp24.pt", "metrics.json", "loss_curve.png", "reconstructions.png"}
+    assert {p.name for p in out.iterdir()} == {
+        "mlp24.safetensors",
+        "metrics.json",
+        "loss_curve.png",
+        "reconstructions.png",
+    }
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["arch"] == "mlp24" and metrics["model_id"].startswith("mlp24-")
     assert metrics["config"]["loss"] == "psnr" and metrics["config"]["schedule"] == "onecycle"
     assert 0 < metrics["test"]["mse"] < 1
 
-    app = create_app(Settings(weights=out / "mlp24.pt", models=[], device="cpu"))
+    app = create_app(Settings(weights=out / "mlp24.safetensors", models=[], device="cpu"))
     digit = png_bytes(Image.fromarray(np.zeros((28, 28), np.uint8)))
     async with (
         app.router.lifespan_context(app),

@@ -9,6 +9,10 @@ the optional ones only where the server answers them: `GET /models`, and
 `POST /encode/batch` (the files as repeated `img` parts, the latents back end to end,
 `24 * N` bytes) and `POST /decode/batch` (the latents end to end, a uint8 .npy back, written
 out as PNGs here). A 404 or 405 there means "not on this server" and the client falls back.
+
+Before any file is sent, `connect` asks `GET /models`: a server that does not answer it with
+a model list is not an mnist-codec server, and the run stops with one line saying so. The
+ids it lists are what `decode` checks a stored latent's model id against.
 """
 
 import io
@@ -54,8 +58,36 @@ class RemoteCodec:
             limits=httpx.Limits(max_connections=connections),
             transport=transport,  # tests put a fake server here
         )
+        self.model = model
         self.batch_available: bool | None = None  # unknown until the first try
-        self.model_ids: set[str] = set()
+        self.model_ids: set[str] = set()  # the ids the server named in its answers
+        self.served: dict[str, str] = {}  # name -> model id, from GET /models (connect)
+        self.model_id = ""  # the model that encodes, and decodes latents of no recorded model
+        self.format_name = ""  # its latent format
+
+    def connect(self) -> None:
+        """Ask GET /models what this server serves; CodecUnavailable when it is not an mnist-codec server."""
+        response = self._send("GET", "/models")
+        try:
+            body = response.json() if response.status_code == 200 else None
+        except ValueError:
+            body = None
+        models = body.get("models") if isinstance(body, dict) else None
+        if not isinstance(models, list) or not all(
+            isinstance(m, dict) and isinstance(m.get("name"), str) and isinstance(m.get("id"), str) for m in models
+        ):
+            status = response.status_code
+            answer = f"answered {status}" if status != 200 else "answered 200, but not with a list of models"
+            raise CodecUnavailable(f"not an mnist-codec server at {self.url}: GET /models {answer}")
+        self.served = {m["name"]: m["id"] for m in models}
+        assert isinstance(body, dict)
+        name = self.model or body.get("default")
+        if name not in self.served:
+            raise CodecUnavailable(f"model {name!r} is not served at {self.url}; it has: {', '.join(self.served)}")
+        self.model_id = self.served[name]
+        chosen = next(m for m in models if m["name"] == name)
+        fmt = chosen.get("latent_format")
+        self.format_name = str(fmt.get("name", "")) if isinstance(fmt, dict) else ""
 
     def close(self) -> None:
         self.http.close()
@@ -76,11 +108,23 @@ class RemoteCodec:
             raise ClientError(f"{response.status_code} {_detail(response)}")
         return response.content
 
-    def encode(self, png: bytes) -> bytes:
-        return self._checked(self._send("POST", "/encode", files={"img": ("digit.png", png, "image/png")}))
+    def _made_by_expected(self, response: httpx.Response) -> None:
+        # The command records backend.model_id with every latent it writes: it must be the one that made them.
+        made_by = response.headers.get("x-model-id")
+        if response.status_code == 200 and made_by != self.model_id:
+            raise CodecUnavailable(
+                f"{self.url} encoded with model {made_by!r}, not {self.model_id!r} as its GET /models said; "
+                "stopped rather than record a wrong model id"
+            )
 
-    def decode(self, data: bytes) -> bytes:
-        headers = {"content-type": "application/octet-stream"}
+    def encode(self, png: bytes) -> bytes:
+        response = self._send("POST", "/encode", files={"img": ("digit.png", png, "image/png")})
+        self._made_by_expected(response)
+        return self._checked(response)
+
+    def decode(self, data: bytes, model_id: str | None = None) -> bytes:
+        """The PNG for one latent; with `model_id`, the server decodes with those weights or refuses (409)."""
+        headers = {"content-type": "application/octet-stream", **_claim(model_id)}
         return self._checked(self._send("POST", "/decode", content=data, headers=headers))
 
     def encode_batch(self, pngs: Sequence[bytes]) -> list[bytes] | None:
@@ -95,17 +139,18 @@ class RemoteCodec:
         if response.status_code in (404, 405):
             self.batch_available = False
             return None
+        self._made_by_expected(response)
         body = response.content
         if response.status_code != 200 or len(body) != latent.LATENT_BYTES * len(pngs):
             return None
         self.batch_available = True
         return [body[i : i + latent.LATENT_BYTES] for i in range(0, len(body), latent.LATENT_BYTES)]
 
-    def decode_batch(self, latents: Sequence[bytes]) -> list[bytes] | None:
+    def decode_batch(self, latents: Sequence[bytes], model_id: str | None = None) -> list[bytes] | None:
         """PNGs for all latents from one /decode/batch request, or None (as for `encode_batch`)."""
         if self.batch_available is False:
             return None
-        response = self._send("POST", "/decode/batch", content=b"".join(latents))
+        response = self._send("POST", "/decode/batch", content=b"".join(latents), headers=_claim(model_id))
         if response.status_code in (404, 405):
             self.batch_available = False
             return None
@@ -121,32 +166,28 @@ class RemoteCodec:
         return [imaging.write_digit(digit) for digit in digits]
 
     def models(self) -> list[str]:
-        """One line per model the server offers: from GET /models, else the one /readyz names."""
-        response = self._send("GET", "/models")
-        if response.status_code == 200:
-            return _model_lines(response.json())
-        if response.status_code not in (404, 405):
-            raise ClientError(f"GET /models: {response.status_code} {_detail(response)}")
-        ready = self._send("GET", "/readyz")
-        if ready.status_code != 200:
-            raise ClientError(f"GET /readyz: {ready.status_code} {_detail(ready)}")
-        return [str(ready.json()["model_id"])]
+        """One line per model the server serves: its name and id (from `connect`)."""
+        return [f"{name}  {model_id}" for name, model_id in self.served.items()]
 
 
 class LocalCodec:
     """The committed weights (or a given checkpoint) in this process, with the service's settings."""
 
     def __init__(self, weights: Path, device: str = "auto") -> None:
-        from app.codec.codecs import Codec, pick_device  # torch: imported only when the model runs here
-        from app.codec.model import load_checkpoint
+        from app.codec.codecs import load_codec, pick_device  # numpy on the CPU; torch only for CUDA
 
         try:
-            torch_device = pick_device(device)
-            self.codec = Codec(load_checkpoint(weights, torch_device), torch_device)
+            self.codec = load_codec(weights, pick_device(device))
         except StartupError as exc:
             raise CodecUnavailable(str(exc)) from exc
-        self.model_ids = {self.codec.model_id}
+        self.model_id = self.codec.model_id
+        self.format_name = self.codec.format.name
+        self.model_ids = {self.model_id}
+        self.served = {self.codec.name: self.model_id}
         self.batch_available: bool | None = False
+
+    def connect(self) -> None:
+        pass  # loaded in __init__
 
     def close(self) -> None:
         pass
@@ -157,7 +198,8 @@ class LocalCodec:
         except CodecError as exc:
             raise ClientError(str(exc)) from exc
 
-    def decode(self, data: bytes) -> bytes:
+    def decode(self, data: bytes, model_id: str | None = None) -> bytes:
+        # model_id: checked against these weights before the run (app.client.cli), so not again here
         try:
             return self.codec.decode(data)
         except CodecError as exc:
@@ -166,26 +208,16 @@ class LocalCodec:
     def encode_batch(self, pngs: Sequence[bytes]) -> list[bytes] | None:
         return None  # one call per digit costs microseconds here
 
-    def decode_batch(self, latents: Sequence[bytes]) -> list[bytes] | None:
+    def decode_batch(self, latents: Sequence[bytes], model_id: str | None = None) -> list[bytes] | None:
         return None
 
     def models(self) -> list[str]:
         return [self.codec.model_id]
 
 
-def _model_lines(body: Any) -> list[str]:
-    """GET /models as lines, whether it lists names, or objects with a name and an id."""
-    items = body.get("models", body) if isinstance(body, dict) else body
-    if not isinstance(items, list):
-        return [json.dumps(body)]
-    lines = []
-    for item in items:
-        if isinstance(item, dict):
-            fields = [str(item[key]) for key in ("name", "model_id", "id") if key in item]
-            lines.append("  ".join(dict.fromkeys(fields)) or json.dumps(item))
-        else:
-            lines.append(str(item))
-    return lines
+def _claim(model_id: str | None) -> dict[str, str]:
+    """The X-Model-Id request header for a latent of a known model, else none."""
+    return {"x-model-id": model_id} if model_id else {}
 
 
 def _detail(response: httpx.Response) -> str:

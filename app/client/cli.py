@@ -3,25 +3,40 @@
     mnist-codec encode 7.png -o 7.lat              # against $MNIST_CODEC_URL or http://localhost:8000
     mnist-codec decode 7.lat -o 7.png --local      # in this process, with the committed weights
     mnist-codec encode digits/*.png -o latents/    # many files: progress bar, summary
+    mnist-codec encode digits/*.png -o digits.lats # many latents in one container (app.codec.latent)
+    mnist-codec decode latents/ -o out/            # each latent with the model that made it
     mnist-codec models                             # what the server serves
     mnist-codec serve                              # the service, the container's own command
 
 Many files go through a pool of `--jobs` workers (bounded concurrency); encoding
 uses the server's batch endpoint where it has one. Errors go to stderr, one line each.
+
+The model id travels with stored latents: `encode` records it in the folder's
+`latents.json` (app.client.store) or inside a `.lats` container; `decode` sends it as
+X-Model-Id (the server picks those weights), or checks it against the weights of
+`--local`. Latents made by weights that are not there are refused before anything
+is written, unless --force.
 """
 
 import argparse
 import os
 import sys
+import sysconfig
 import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import IO, Protocol
+from typing import Protocol
 
+from tqdm import tqdm
+
+from app.client import store
 from app.client.backends import DEFAULT_URL, URL_ENV, ClientError, CodecUnavailable, LocalCodec, RemoteCodec
+from app.codec import latent
+from app.errors import LatentError
 from app.settings import get_settings
 
 PROG = "mnist-codec"
@@ -30,7 +45,11 @@ PROG = "mnist-codec"
 OK = 0
 FILES_FAILED = 1  # the server (or the local codec) refused some files, or they could not be read or written
 USAGE = 2  # argparse's own status for a bad command line
-UNAVAILABLE = 3  # no server at the URL, no answer in time, or the local weights cannot be loaded
+UNAVAILABLE = 3  # no server at the URL, not an mnist-codec server, no answer in time, or no weights to load
+MODEL_MISMATCH = 4  # latents made by weights that are not there: refused, nothing written
+
+# Where `pip install` puts the committed weights (pyproject.toml, [tool.setuptools.data-files]).
+INSTALLED_WEIGHTS = Path(sysconfig.get_path("data")) / "share" / "mnist-codec"
 
 # The container's command (Dockerfile CMD, Makefile SERVE_ARGS); tests/test_cli.py checks they agree.
 SERVE_ARGV = [
@@ -40,22 +59,28 @@ SERVE_ARGV = [
 
 
 class Backend(Protocol):
+    model_id: str  # the model that encodes, and decodes latents with no recorded model
+    format_name: str  # its latent format (app.codec.latent)
     model_ids: set[str]
+    served: dict[str, str]  # name -> model id
     batch_available: bool | None
 
+    def connect(self) -> None: ...
     def encode(self, png: bytes) -> bytes: ...
-    def decode(self, data: bytes) -> bytes: ...
+    def decode(self, data: bytes, model_id: str | None = None) -> bytes: ...
     def encode_batch(self, pngs: Sequence[bytes]) -> list[bytes] | None: ...
 
-    def decode_batch(self, latents: Sequence[bytes]) -> list[bytes] | None: ...
+    def decode_batch(self, latents: Sequence[bytes], model_id: str | None = None) -> list[bytes] | None: ...
     def models(self) -> list[str]: ...
     def close(self) -> None: ...
 
 
 @dataclass(frozen=True)
 class Job:
-    source: Path
-    target: Path | None  # None: standard output
+    source: Path  # for a latent inside a container: CONTAINER/NAME
+    target: Path | None  # None: standard output, or kept in memory for a container
+    payload: bytes | None = None  # the input when it is not a file of its own (a container's latent)
+    model_id: str | None = None  # decoding: the recorded id of the model that made the latent
 
 
 @dataclass
@@ -66,31 +91,15 @@ class Tally:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-class Progress:
-    """`[#####.....] 12/20` on one line of stderr, redrawn in place; silent when disabled."""
-
-    def __init__(self, total: int, enabled: bool, stream: IO[str] | None = None, width: int = 30) -> None:
-        self.total, self.enabled, self.width = total, enabled and total > 1, width
-        self.stream = stream or sys.stderr
-        self.count = 0
-
-    def advance(self) -> None:
-        self.count += 1
-        if self.enabled:
-            filled = self.width * self.count // self.total
-            bar = "#" * filled + "." * (self.width - filled)
-            self.stream.write(f"\r[{bar}] {self.count}/{self.total}")
-            self.stream.flush()
-
-    def finish(self) -> None:
-        if self.enabled and self.count:
-            self.stream.write("\n")
-            self.stream.flush()
+def progress_bar(total: int, quiet: bool) -> "tqdm[None]":
+    """tqdm on stderr: count, rate and ETA; silent with --quiet, when stderr is not a terminal
+    (disable=None), or for a single file."""
+    return tqdm(total=total, unit="file", disable=True if quiet or total < 2 else None, file=sys.stderr)
 
 
 def error(message: str) -> None:
-    """One line on stderr."""
-    print(f"{PROG}: {' '.join(message.split())}", file=sys.stderr, flush=True)
+    """One line on stderr (through tqdm, so that a progress bar on screen is redrawn below it)."""
+    tqdm.write(f"{PROG}: {' '.join(message.split())}", file=sys.stderr)
 
 
 # --------------------------------------------------------------------------- files
@@ -127,11 +136,28 @@ def plan_jobs(sources: list[Path], output: str | None, default_suffix: str) -> l
         if job.target in seen:
             raise ValueError(f"{seen[job.target]} and {job.source} would both be written to {job.target}")
         seen[job.target] = job.source
-    out.mkdir(parents=True, exist_ok=True)
     return jobs
 
 
+def make_folders(jobs: list[Job]) -> None:
+    """The folders the outputs go into; made only once the run is sure to start (a refused
+    decode leaves nothing behind, not even an empty folder)."""
+    for folder in {job.target.parent for job in jobs if job.target is not None}:
+        folder.mkdir(parents=True, exist_ok=True)
+
+
 # --------------------------------------------------------------------------- running
+
+
+Sink = Callable[[Job, bytes], None]  # puts one result where it belongs; may raise OSError
+
+
+def write_file(job: Job, result: bytes) -> None:
+    if job.target is None:
+        sys.stdout.buffer.write(result)
+        sys.stdout.buffer.flush()
+    else:
+        job.target.write_bytes(result)
 
 
 def run_jobs(
@@ -140,7 +166,9 @@ def run_jobs(
     many: Callable[[Sequence[bytes]], list[bytes] | None] | None,
     workers: int,
     batch_size: int,
-    progress: Progress,
+    progress: "tqdm[None]",
+    sink: Sink = write_file,
+    tally: "Tally | None" = None,
 ) -> Tally:
     """Convert every job, `workers` requests at a time.
 
@@ -148,7 +176,7 @@ def run_jobs(
     takes them as one batch, the rest follows in batches, else file by file. A file that
     fails is reported and counted; an unavailable codec stops the run (CodecUnavailable).
     """
-    tally = Tally()
+    tally = tally or Tally()
 
     def finish(job: Job, result: bytes | ClientError) -> None:
         with tally.lock:
@@ -157,20 +185,18 @@ def run_jobs(
                 error(f"{job.source}: {result}")
             else:
                 try:
-                    if job.target is None:
-                        sys.stdout.buffer.write(result)
-                        sys.stdout.buffer.flush()
-                    else:
-                        job.target.write_bytes(result)
+                    sink(job, result)
                 except OSError as exc:
                     tally.failed += 1
                     error(f"{job.target}: cannot write: {exc.strerror or exc}")
                 else:
                     tally.done += 1
                     tally.bytes_out += len(result)
-            progress.advance()
+            progress.update()
 
     def read(job: Job) -> bytes | ClientError:
+        if job.payload is not None:
+            return job.payload
         try:
             return job.source.read_bytes()
         except OSError as exc:
@@ -222,59 +248,228 @@ def run_jobs(
 
 
 def local_weights(given: Path | None) -> Path:
-    """--weights, else the service's setting; a relative default not found here is tried beside
-    the package too, so `--local` finds the committed weights from any folder of a checkout."""
+    """--weights, else the service's setting (MNIST_CODEC_WEIGHTS). A relative default that is not
+    in this folder is looked for beside the package (a checkout) and where `pip install` put the
+    committed weights, so `--local` works from any folder; CodecUnavailable says how to point at
+    them when none is found."""
     if given is not None:
         return given
     configured = get_settings().weights
-    beside_package = Path(__file__).resolve().parents[2] / configured
-    if not configured.is_absolute() and not configured.exists() and beside_package.exists():
-        return beside_package
-    return configured
+    if configured.is_absolute() or configured.exists():
+        return configured
+    places = [Path(__file__).resolve().parents[2], INSTALLED_WEIGHTS]
+    for place in places:
+        if (place / configured).exists():
+            return place / configured
+    raise CodecUnavailable(
+        f"checkpoint {configured} not found here, in {places[0]} or in {places[1]}; "
+        "pass --weights PATH or set MNIST_CODEC_WEIGHTS to the checkpoint (.safetensors)"
+    )
 
 
 def open_backend(args: argparse.Namespace) -> Backend:
+    backend: Backend
     if args.local:
-        return LocalCodec(local_weights(args.weights), get_settings().device)
-    return RemoteCodec(args.url, model=args.model, timeout=args.timeout, connections=getattr(args, "jobs", 4))
-
-
-def convert_command(args: argparse.Namespace, backend: Backend) -> int:
-    encoding = args.command == "encode"
-    sources = expand_inputs(args.inputs, ".png" if encoding else ".lat")
-    if not sources:
-        error("no input files (a folder stands for its .png or .lat files)")
-        return USAGE
+        backend = LocalCodec(local_weights(args.weights), get_settings().device)
+    else:
+        backend = RemoteCodec(args.url, model=args.model, timeout=args.timeout, connections=getattr(args, "jobs", 4))
     try:
-        jobs = plan_jobs(sources, args.output, ".lat" if encoding else ".decoded.png")
+        backend.connect()
+    except BaseException:
+        backend.close()
+        raise
+    return backend
+
+
+# --------------------------------------------------------------------------- the commands
+
+
+def encode_command(args: argparse.Namespace, backend: Backend) -> int:
+    sources = expand_inputs(args.inputs, ".png")
+    if not sources:
+        error("no input files (a folder stands for its .png files)")
+        return USAGE
+    into_container = args.output is not None and args.output.endswith(latent.CONTAINER_SUFFIX)
+    try:
+        jobs = [Job(src, None) for src in sources] if into_container else plan_jobs(sources, args.output, ".lat")
     except (ValueError, OSError) as exc:
         error(str(exc))
         return USAGE
-    progress = Progress(len(jobs), enabled=not args.quiet and sys.stderr.isatty())
-    start = time.perf_counter()
-    try:
-        tally = run_jobs(
-            jobs,
-            backend.encode if encoding else backend.decode,
-            backend.encode_batch if encoding else backend.decode_batch,
-            workers=args.jobs,
-            batch_size=args.batch_size,
-            progress=progress,
-        )
-    except CodecUnavailable as exc:
-        progress.finish()
+    results: dict[Path, bytes] = {}  # into a container: the latents, kept until all are in
+    written: list[Path] = []  # into files: those written in this run, whose model id gets recorded
+
+    def keep(job: Job, result: bytes) -> None:
+        results[job.source] = result
+
+    def write(job: Job, result: bytes) -> None:
+        write_file(job, result)
+        if job.target is not None:
+            written.append(job.target)
+
+    try:  # a manifest that cannot be updated is found before any latent is written, not after
+        for folder in {job.target.parent for job in jobs if job.target is not None}:
+            store.read(folder)
+    except store.ManifestError as exc:
         error(str(exc))
-        return UNAVAILABLE
-    progress.finish()
-    seconds = time.perf_counter() - start
-    if not args.quiet and args.output != "-":
-        verb = "encoded" if encoding else "decoded"
-        how = "in process" if args.local else "batch endpoint" if backend.batch_available else "one request per file"
-        model = f"; model {', '.join(sorted(backend.model_ids))}" if backend.model_ids else ""
-        print(
-            f"{verb} {tally.done} of {len(jobs)} files ({tally.bytes_out} bytes) in {seconds:.2f} s, "
-            f"{tally.failed} failed ({how}{model})"
+        return FILES_FAILED
+    try:
+        make_folders(jobs)
+    except OSError as exc:
+        error(str(exc))
+        return USAGE
+
+    start = time.perf_counter()
+    tally, stopped = Tally(), None
+    with progress_bar(len(jobs), args.quiet) as progress:
+        try:
+            sink = keep if into_container else write
+            run_jobs(jobs, backend.encode, backend.encode_batch, args.jobs, args.batch_size, progress, sink, tally)
+        except CodecUnavailable as exc:
+            stopped = exc  # the files written so far still get their model id recorded
+    if into_container:
+        if stopped:
+            error(f"{stopped} ({args.output} not written)")
+            return UNAVAILABLE
+        target = Path(args.output)
+        if tally.failed:
+            error(f"{target}: not written, {tally.failed} of {len(jobs)} files failed")
+            return FILES_FAILED
+        container = latent.Container(
+            backend.model_id, backend.format_name, [results[src] for src in sources], [src.name for src in sources]
         )
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            store.write_atomically(target, latent.write_container(container))
+        except OSError as exc:
+            error(f"{target}: cannot write: {exc.strerror or exc}")
+            return FILES_FAILED
+        tally.bytes_out = target.stat().st_size
+    else:
+        try:
+            store.record(dict.fromkeys(written, backend.model_id))
+        except (OSError, store.ManifestError) as exc:
+            error(f"cannot record the model id of the latents: {exc}")
+            return FILES_FAILED
+        if stopped:
+            error(str(stopped))
+            return UNAVAILABLE
+        if args.output == "-" and not args.quiet:  # nowhere to record it: say it
+            error(f"note: made by model {backend.model_id} (not recorded: the latent went to standard output)")
+    summary(args, backend, "encoded", tally, len(jobs), time.perf_counter() - start)
+    return FILES_FAILED if tally.failed else OK
+
+
+def summary(args: argparse.Namespace, backend: Backend, verb: str, tally: Tally, total: int, seconds: float) -> None:
+    if args.quiet or args.output == "-":
+        return
+    how = "in process" if args.local else "batch endpoint" if backend.batch_available else "one request per file"
+    model = f"; model {', '.join(sorted(backend.model_ids))}" if backend.model_ids else ""
+    print(
+        f"{verb} {tally.done} of {total} files ({tally.bytes_out} bytes) in {seconds:.2f} s, "
+        f"{tally.failed} failed ({how}{model})"
+    )
+
+
+def decode_jobs(args: argparse.Namespace) -> list[Job]:
+    """A job per latent: the .lat files named (or in the folders named), and every latent of each
+    .lats container, each with the model id recorded for it. Raises ValueError (a usage error),
+    LatentError or store.ManifestError (nothing can be decoded)."""
+    sources = expand_inputs(args.inputs, ".lat")
+    containers = [src for src in sources if src.suffix == latent.CONTAINER_SUFFIX]
+    singles = [src for src in sources if src.suffix != latent.CONTAINER_SUFFIX]
+    output = args.output
+    if containers and output is None:
+        if len(sources) > 1:
+            raise ValueError("decoding a .lats container with other inputs needs -o DIR/")
+        output = f"{containers[0].with_suffix('')}{os.sep}"  # digits.lats -> digits/
+    if containers and output == "-":
+        raise ValueError("a .lats container holds several latents; -o - takes one")
+    recorded = store.Recorded()
+    items: list[tuple[Path, bytes | None, str | None]] = [(src, None, recorded.model_id(src)) for src in singles]
+    for path in containers:
+        try:
+            box = latent.read_container(path.read_bytes())
+        except OSError as exc:
+            raise LatentError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+        except LatentError as exc:
+            raise LatentError(f"{path}: {exc}") from exc
+        names = box.names or [f"{i:06d}" for i in range(len(box.latents))]
+        items += [(path / name, data, box.model_id) for name, data in zip(names, box.latents, strict=True)]
+    if not items:
+        return []
+    plan = plan_jobs([src for src, _, _ in items], output, ".decoded.png")
+    return [Job(job.source, job.target, data, model_id) for job, (_, data, model_id) in zip(plan, items, strict=True)]
+
+
+def check_models(jobs: list[Job], backend: Backend, args: argparse.Namespace) -> str | None:
+    """Why these latents must not be decoded here (one line), or None. The model ids recorded with
+    them must be among the served ones (or be --model's); latents with no record pass."""
+    if args.local or args.model:
+        usable = {backend.model_id}
+        where = f"--weights {args.weights or 'default'}" if args.local else f"model {args.model!r}"
+        what = f"{where} is {backend.model_id}"
+    else:
+        usable = set(backend.served.values())
+        what = f"{args.url} serves {', '.join(sorted(usable))}"
+    strangers = [job for job in jobs if job.model_id is not None and job.model_id not in usable]
+    if not strangers:
+        return None
+    ids = ", ".join(sorted({str(job.model_id) for job in strangers}))
+    if args.local:
+        fix = "--weights PATH of the checkpoint that made them"
+    elif {job.model_id for job in strangers} <= set(backend.served.values()):
+        fix = "no --model (the recorded id picks the model that made them)"
+    else:
+        fix = "a server that has those weights"
+    return (
+        f"refused: {len(strangers)} of {len(jobs)} latents (first {strangers[0].source}) were made by {ids}, "
+        f"but {what}; nothing written. Use {fix}, or --force to decode them with {backend.model_id} anyway"
+    )
+
+
+def decode_command(args: argparse.Namespace, backend: Backend) -> int:
+    try:
+        jobs = decode_jobs(args)
+    except (LatentError, store.ManifestError) as exc:  # before ValueError: a LatentError is one
+        error(str(exc))
+        return FILES_FAILED
+    except (ValueError, OSError) as exc:
+        error(str(exc))
+        return USAGE
+    if not jobs:
+        error("no input files (a folder stands for its .lat files)")
+        return USAGE
+    if not args.force and (refusal := check_models(jobs, backend, args)):
+        error(refusal)
+        return MODEL_MISMATCH
+    unrecorded = sum(job.model_id is None for job in jobs)
+    if unrecorded and not args.quiet and not args.force:
+        error(
+            f"note: {unrecorded} of {len(jobs)} latents have no recorded model id (no {store.MANIFEST} entry); "
+            f"decoding them with {backend.model_id}"
+        )
+    try:
+        make_folders(jobs)
+    except OSError as exc:
+        error(str(exc))
+        return USAGE
+    # One run per model id: each request claims the id of its latents (X-Model-Id), so the server
+    # decodes with the weights that made them. --force claims none: --model's or the default weights.
+    groups: dict[str | None, list[Job]] = {}
+    for job in jobs:
+        groups.setdefault(None if args.force else job.model_id, []).append(job)
+    tally = Tally()
+    start = time.perf_counter()
+    with progress_bar(len(jobs), args.quiet) as progress:
+        try:
+            for model_id, group in groups.items():
+                one = partial(backend.decode, model_id=model_id)
+                many = partial(backend.decode_batch, model_id=model_id)
+                run_jobs(group, one, many, args.jobs, args.batch_size, progress, tally=tally)
+        except CodecUnavailable as exc:
+            error(str(exc))
+            return UNAVAILABLE
+    summary(args, backend, "decoded", tally, len(jobs), time.perf_counter() - start)
     return FILES_FAILED if tally.failed else OK
 
 
@@ -314,7 +509,11 @@ def parser() -> argparse.ArgumentParser:
     where.add_argument(
         "--weights", type=Path, help="checkpoint for --local (default: the service's, MNIST_CODEC_WEIGHTS)"
     )
-    where.add_argument("--model", help="ask the server for this model (sent as ?model=NAME)")
+    where.add_argument(
+        "--model",
+        help="ask the server for this model (sent as ?model=NAME); decoding, latents recorded as made by "
+        "another model are refused unless --force",
+    )
     where.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the server (default 30)")
 
     files = argparse.ArgumentParser(add_help=False)
@@ -326,13 +525,35 @@ def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog=PROG,
         description="Compress 28x28 MNIST digits to 24 bytes and back, with an mnist-codec server or in process.",
-        epilog="exit status: 0 all done, 1 some files failed, 2 bad command line, 3 no server (or no model) to use",
+        epilog="exit status: 0 all done, 1 some files failed, 2 bad command line, 3 no mnist-codec server (or no "
+        "model) to use, 4 latents made by other weights (refused; see decode --force)",
     )
     commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    encode = commands.add_parser("encode", parents=[connection, files], help="PNG files -> 24-byte .lat files")
+    encode = commands.add_parser(
+        "encode",
+        parents=[connection, files],
+        help="PNG files -> 24-byte .lat files, or one .lats container",
+        description="Writes each latent as its 24 raw bytes and records its model id in latents.json in the "
+        "same folder; with -o NAME.lats, writes all of them into one container (model id, format, names "
+        "inside), and only when every file was encoded.",
+    )
     encode.add_argument("inputs", nargs="+", type=Path, metavar="PNG", help="28x28 PNGs, or folders of them")
-    decode = commands.add_parser("decode", parents=[connection, files], help=".lat files -> 28x28 PNGs")
-    decode.add_argument("inputs", nargs="+", type=Path, metavar="LAT", help="24-byte latents, or folders of them")
+    decode = commands.add_parser(
+        "decode",
+        parents=[connection, files],
+        help=".lat files or .lats containers -> 28x28 PNGs",
+        description="Each latent is decoded by the model that made it: the id recorded in latents.json beside "
+        "the .lat files, or in the .lats container, is sent as X-Model-Id (with --local: checked against "
+        "--weights). Latents made by weights that are not there are refused (exit status 4, nothing written).",
+    )
+    decode.add_argument(
+        "inputs", nargs="+", type=Path, metavar="LAT", help="24-byte .lat files, folders of them, or .lats containers"
+    )
+    decode.add_argument(
+        "--force",
+        action="store_true",
+        help="decode even latents recorded as made by other weights, with --model's (or the default) model",
+    )
     commands.add_parser("models", parents=[connection], help="list the models the server serves")
     serve = commands.add_parser("serve", help="start the service (the container's command)")
     serve.add_argument("--host", default="0.0.0.0", help="interface to listen on (default 0.0.0.0)")
@@ -358,7 +579,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "models":
             return models_command(args, backend)
-        return convert_command(args, backend)
+        if args.command == "encode":
+            return encode_command(args, backend)
+        return decode_command(args, backend)
     finally:
         backend.close()
 

@@ -11,38 +11,58 @@ A server holds several codecs (`Codecs`), one per model, by name: the model's
 architecture name (mlp6, mlp24). A request picks one; none picked is the default.
 """
 
+import importlib.util
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import numpy as np
-import torch
 
-from app.codec import imaging, latent
+from app.codec import checkpoint, imaging, latent
 from app.codec.batching import MicroBatcher
 from app.codec.engine import make_engine
-from app.codec.model import LoadedModel, load_checkpoint
-from app.errors import StartupError, UnknownModelError
+from app.errors import CheckpointError, StartupError, UnknownModelError
 from app.settings import Settings
 
 PIXELS = imaging.SIDE * imaging.SIDE
+# Present whenever an NVIDIA driver is loaded (in a container too, with the NVIDIA runtime):
+# without it CUDA cannot be there, and 'auto' need not import torch (2 s, 500 MiB) to learn so.
+NVIDIA_DRIVER = Path("/proc/driver/nvidia/version")
 
 
-def pick_device(requested: str) -> torch.device:
-    """'auto' is CUDA when there is a GPU, else the CPU; 'cuda' without one is an error."""
+def cuda_available() -> bool:
+    if not NVIDIA_DRIVER.exists() or importlib.util.find_spec("torch") is None:
+        return False
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def pick_device(requested: str) -> str:
+    """'auto' is CUDA when there is a GPU (and torch to drive it), else the CPU; 'cuda' without one is an error."""
     if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise StartupError("device 'cuda' was requested but CUDA is not available")
-    return torch.device(requested)
+        return "cuda" if cuda_available() else "cpu"
+    if requested == "cuda" and not cuda_available():
+        raise StartupError("device 'cuda' was requested but CUDA is not available (no NVIDIA driver, or no torch)")
+    return requested
 
 
 class Codec:
-    def __init__(self, loaded: LoadedModel, device: torch.device) -> None:
-        self.name = loaded.arch
-        self.model_id = loaded.model_id
-        self.metadata = loaded.metadata
+    def __init__(self, ckpt: checkpoint.Checkpoint, device: str, source: Path | str = "checkpoint") -> None:
+        self.name = ckpt.arch
+        self.model_id = ckpt.model_id
+        self.metadata = ckpt.metadata
         self.device = device
-        self.format = latent.get_format(loaded.model.latent_format)
-        self.engine = make_engine(loaded.model, device)
+        try:
+            self.format = latent.get_format(ckpt.latent_format)
+            self.engine = make_engine(ckpt, device)
+            # One digit through both halves: weights that do not fit the program fail here, not on a request.
+            z = self.engine.encode(np.zeros((1, PIXELS), np.uint8))
+            if z.shape != (1, self.format.dims) or self.engine.decode(z).shape != (1, PIXELS):
+                raise ValueError(f"the network does not map {PIXELS} pixels to {self.format.dims} latents and back")
+        except (KeyError, ValueError) as exc:
+            raise CheckpointError(
+                f"checkpoint {source} does not fit the {ckpt.arch} architecture: {checkpoint.one_line(exc)}"
+            ) from exc
         self.encode_batcher: MicroBatcher | None = None
         self.decode_batcher: MicroBatcher | None = None
 
@@ -131,7 +151,11 @@ class Codecs:
         return iter(self.by_name.values())
 
 
-def load_codecs(settings: Settings, device: torch.device) -> Codecs:
+def load_codec(path: Path, device: str) -> Codec:
+    return Codec(checkpoint.read(path), device, path)
+
+
+def load_codecs(settings: Settings, device: str) -> Codecs:
     """Every checkpoint of the settings, loaded onto `device`; the default one first."""
-    codecs = [Codec(load_checkpoint(path, device), device) for path in settings.checkpoints()]
+    codecs = [load_codec(path, device) for path in settings.checkpoints()]
     return Codecs(codecs, settings.default_model)

@@ -10,17 +10,26 @@ from the float32 torch model's by rounding only (~1e-5 here).
 Two engines, chosen by `make_engine`:
 
 - `NumpyMLP`, on the CPU, for networks made only of Linear layers and
-  element-wise activations: a handful of numpy calls, none of torch's per-op
-  dispatch (a batch-1 encode costs about as much as parsing the PNG).
+  element-wise activations (the checkpoint's `numpy_program`): a handful of numpy
+  calls, none of torch's per-op dispatch (a batch-1 encode costs about as much as
+  parsing the PNG), and no torch at all: a CPU server does not import it.
 - `TorchEngine`, for everything else and for CUDA: the torch module in float64.
+  torch is imported only when one is made.
 """
 
+from __future__ import annotations
+
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
-import torch
-from torch import nn
+
+from app.codec.checkpoint import Checkpoint
+from app.errors import CheckpointError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 Activation = Callable[[np.ndarray], np.ndarray]
 
@@ -63,23 +72,22 @@ def _identity(h: np.ndarray) -> np.ndarray:
     return h
 
 
-_ACTIVATIONS: dict[type[nn.Module], Activation] = {nn.ReLU: _relu, nn.Sigmoid: _sigmoid, nn.Identity: _identity}
+# By the names app.codec.checkpoint's numpy_program uses.
+_ACTIVATIONS: dict[str, Activation] = {"relu": _relu, "sigmoid": _sigmoid, "identity": _identity}
 Layer = tuple[np.ndarray, np.ndarray] | Activation
 
 
-def _numpy_layers(stack: nn.Module) -> list[Layer] | None:
-    """A Sequential of Linear layers and known activations as numpy steps; None if it is anything else."""
-    if not isinstance(stack, nn.Sequential):
-        return None
+def numpy_layers(steps: list[list[str]], tensors: dict[str, np.ndarray]) -> list[Layer]:
+    """A numpy program's steps as float64 numpy steps; ValueError for a step or tensor that is not there."""
     layers: list[Layer] = []
-    for module in stack:
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            weight = module.weight.detach().cpu().double().numpy().T.copy()
-            layers.append((weight, module.bias.detach().cpu().double().numpy().copy()))
-        elif type(module) in _ACTIVATIONS:
-            layers.append(_ACTIVATIONS[type(module)])
+    for step in steps:
+        if step[0] == "linear":
+            weight, bias = tensors[f"{step[1]}.weight"], tensors[f"{step[1]}.bias"]
+            layers.append((weight.astype(np.float64).T.copy(), bias.astype(np.float64)))
+        elif step[0] in _ACTIVATIONS:
+            layers.append(_ACTIVATIONS[step[0]])
         else:
-            return None
+            raise ValueError(f"unknown step {step[0]!r}")
     return layers
 
 
@@ -106,29 +114,43 @@ class NumpyMLP:
 
 
 class TorchEngine:
-    def __init__(self, model: nn.Module, device: torch.device) -> None:
-        self.model = model.to(device=device, dtype=torch.float64).eval()
-        self.device = device
+    def __init__(self, model: nn.Module, device: str) -> None:
+        import torch
 
-    @torch.inference_mode()
+        self.device = torch.device(device)
+        self.model = model.to(device=self.device, dtype=torch.float64).eval()
+
     def encode(self, pixels: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(np.ascontiguousarray(pixels)).to(self.device, torch.float64) / 255.0
-        z: torch.Tensor = self.model.encode(x)  # type: ignore[operator]
-        return np.asarray(z.to(torch.float32).cpu().numpy())
+        import torch  # a dict look-up once imported
 
-    @torch.inference_mode()
+        with torch.inference_mode():
+            # A copy: torch refuses (warns about) the read-only arrays that PNG decoding and request bodies give.
+            x = torch.from_numpy(np.array(pixels)).to(self.device, torch.float64) / 255.0
+            z: torch.Tensor = self.model.encode(x)  # type: ignore[operator]
+            return np.asarray(z.to(torch.float32).cpu().numpy())
+
     def decode(self, z: np.ndarray) -> np.ndarray:
-        y: torch.Tensor = self.model.decode(  # type: ignore[operator]
-            torch.from_numpy(np.ascontiguousarray(z)).to(self.device, torch.float64)
+        import torch  # a dict look-up once imported
+
+        with torch.inference_mode():
+            y: torch.Tensor = self.model.decode(  # type: ignore[operator]
+                torch.from_numpy(np.array(z)).to(self.device, torch.float64)
+            )
+            return to_bytes(y.cpu().numpy())
+
+
+def make_engine(checkpoint: Checkpoint, device: str) -> Engine:
+    """numpy for a plain MLP on the CPU; torch otherwise (imported only then)."""
+    program = checkpoint.numpy_program
+    if device == "cpu" and program is not None:
+        return NumpyMLP(
+            numpy_layers(program["encoder"], checkpoint.tensors), numpy_layers(program["decoder"], checkpoint.tensors)
         )
-        return to_bytes(y.cpu().numpy())
-
-
-def make_engine(model: nn.Module, device: torch.device) -> Engine:
-    """numpy for a plain MLP on the CPU; torch otherwise."""
-    if device.type == "cpu":
-        encoder = _numpy_layers(getattr(model, "encoder", None))  # type: ignore[arg-type]
-        decoder = _numpy_layers(getattr(model, "decoder", None))  # type: ignore[arg-type]
-        if encoder is not None and decoder is not None:
-            return NumpyMLP(encoder, decoder)
-    return TorchEngine(model, device)
+    try:
+        from app.codec.model import torch_model
+    except ImportError as exc:  # the CPU install has no torch
+        raise CheckpointError(
+            f"the {checkpoint.arch} network has no numpy program, and serving it needs torch: "
+            "pip install -c requirements.lock '.[torch]' (or the GPU image)"
+        ) from exc
+    return TorchEngine(torch_model(checkpoint), device)

@@ -11,32 +11,30 @@ Two architectures, each with its own latent format (`app.codec.latent`):
   (it has a gradient, rounding has none); in eval mode `forward` rounds exactly
   as the wire format does, so what is measured is what is served.
 
-A checkpoint is a plain dict that `torch.load(..., weights_only=True)` accepts:
-
-    {"format": 1, "arch": "mlp6", "model_args": {...}, "state_dict": {...},
-     "metadata": {... training config, data checksums, metrics ...}}
-
-`arch` picks the class from `ARCHITECTURES` and `model_args` (its Args dataclass
-as a dict, tuples as lists) rebuilds the exact network. The model id is the
-architecture name plus the first 12 hex digits of a SHA-256 over the weights, so
-a stored latent can be tied to the weights that made it.
+A checkpoint is a safetensors file with a JSON header (`app.checkpoint`, which
+reads and writes it without torch): the state dict, the architecture's name and
+`model_args` (its Args dataclass as a dict, tuples as lists), which rebuild the
+exact network, and the training metadata. The model id is the architecture name
+plus the first 12 hex digits of a SHA-256 over the weights, so a stored latent
+can be tied to the weights that made it. The format-1 torch pickles (`.pt`) are
+read only to convert them (`load_torch_checkpoint`).
 """
 
 import dataclasses
-import hashlib
 import itertools
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import nn
 
+from app.codec import checkpoint
 from app.errors import CheckpointError
 
 ARCH = "mlp6"  # the reference architecture
-CHECKPOINT_FORMAT = 1
 
 
 def _mlp(sizes: list[int], last: nn.Module) -> nn.Sequential:
@@ -146,18 +144,12 @@ def build_model(arch: str, model_args: dict[str, Any] | None = None) -> CodecMod
     return model
 
 
-def weights_sha256(state_dict: dict[str, torch.Tensor]) -> str:
-    """SHA-256 over every tensor's name, shape, dtype and little-endian bytes."""
-    digest = hashlib.sha256()
-    for name in sorted(state_dict):
-        array = state_dict[name].detach().to("cpu").contiguous().numpy()
-        digest.update(f"{name}:{array.shape}:{array.dtype.str};".encode())
-        digest.update(array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes())
-    return digest.hexdigest()
+def tensors_of(state_dict: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    return {k: v.detach().to("cpu").contiguous().numpy() for k, v in state_dict.items()}
 
 
 def model_id(state_dict: dict[str, torch.Tensor], arch: str = ARCH) -> str:
-    return f"{arch}-{weights_sha256(state_dict)[:12]}"
+    return checkpoint.model_id(tensors_of(state_dict), arch)
 
 
 @dataclass
@@ -172,52 +164,95 @@ def _args_as_dict(args: Any) -> dict[str, Any]:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(args).items()}
 
 
+# The element-wise modules numpy can run (app.engine has the same names).
+_NUMPY_ACTIVATIONS: dict[type[nn.Module], str] = {nn.ReLU: "relu", nn.Sigmoid: "sigmoid", nn.Identity: "identity"}
+
+
+def numpy_program(model: nn.Module) -> checkpoint.Program | None:
+    """The encoder and decoder as steps numpy can run (see app.checkpoint); None if either is anything else."""
+    program: checkpoint.Program = {}
+    for part in ("encoder", "decoder"):
+        stack = getattr(model, part, None)
+        if not isinstance(stack, nn.Sequential):
+            return None
+        steps: list[list[str]] = []
+        for name, module in stack.named_children():
+            if isinstance(module, nn.Linear) and module.bias is not None:
+                steps.append(["linear", f"{part}.{name}"])
+            elif type(module) in _NUMPY_ACTIVATIONS:
+                steps.append([_NUMPY_ACTIVATIONS[type(module)]])
+            else:
+                return None
+        program[part] = steps
+    return program
+
+
+def checkpoint_of(model: CodecModel, metadata: dict[str, Any]) -> checkpoint.Checkpoint:
+    return checkpoint.Checkpoint(
+        arch=model.arch,
+        latent_format=model.latent_format,
+        model_args=_args_as_dict(model.args),
+        tensors=tensors_of(model.state_dict()),
+        # Through JSON, so only plain types reach the file.
+        metadata=json.loads(json.dumps(metadata, default=str)),
+        numpy_program=numpy_program(model),
+    )
+
+
 def save_checkpoint(path: Path, model: CodecModel, metadata: dict[str, Any]) -> str:
-    """Write `model` to `path` atomically; returns its model id."""
-    state_dict = {k: v.detach().to("cpu") for k, v in model.state_dict().items()}
-    checkpoint = {
-        "format": CHECKPOINT_FORMAT,
-        "arch": model.arch,
-        "model_args": _args_as_dict(model.args),
-        "state_dict": state_dict,
-        # Through JSON, so only plain types reach the file and weights_only loading accepts it.
-        "metadata": json.loads(json.dumps(metadata, default=str)),
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(checkpoint, tmp)
-    tmp.replace(path)
-    return model_id(state_dict, model.arch)
+    """Write `model` to `path` (safetensors, app.checkpoint) atomically; returns its model id."""
+    return checkpoint.write(path, checkpoint_of(model, metadata))
+
+
+def torch_model(ckpt: checkpoint.Checkpoint, source: Path | str = "checkpoint") -> CodecModel:
+    """The torch module of a checkpoint, in eval mode; CheckpointError if the weights do not fit the architecture."""
+    if ckpt.arch not in ARCHITECTURES:
+        known = ", ".join(ARCHITECTURES)
+        raise CheckpointError(f"checkpoint {source} has architecture {ckpt.arch!r}, expected one of: {known}")
+    try:
+        model = build_model(ckpt.arch, dict(ckpt.model_args))
+        model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in ckpt.tensors.items()}, strict=True)
+    except Exception as exc:
+        raise CheckpointError(
+            f"checkpoint {source} does not fit the {ckpt.arch} architecture: {_one_line(exc)}"
+        ) from exc
+    model.eval().requires_grad_(False)
+    return model
 
 
 def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> LoadedModel:
-    """Load and check a checkpoint of any registered architecture; any problem is a one-line CheckpointError."""
+    """A checkpoint file as a torch module (training, evaluation, the CUDA engine); any problem is a CheckpointError."""
+    ckpt = checkpoint.read(path)
+    model = torch_model(ckpt, path)
+    return LoadedModel(model=model.to(device), model_id=ckpt.model_id, arch=ckpt.arch, metadata=ckpt.metadata)
+
+
+def load_torch_checkpoint(path: Path) -> LoadedModel:
+    """A format-1 checkpoint (torch pickle, `.pt`): only `python -m app.codec.checkpoint convert` reads these."""
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} not found")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many kinds for a damaged file
         raise CheckpointError(f"checkpoint {path} is unreadable: {_one_line(exc)}") from exc
-    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"checkpoint {path} is not an mnist-codec checkpoint (format 1)")
-    arch = checkpoint.get("arch")
+    if not isinstance(ckpt, dict) or ckpt.get("format") != 1:
+        raise CheckpointError(f"checkpoint {path} is not an mnist-codec torch checkpoint (format 1)")
+    arch = ckpt.get("arch")
     if arch not in ARCHITECTURES:
         known = ", ".join(ARCHITECTURES)
         raise CheckpointError(f"checkpoint {path} has architecture {arch!r}, expected one of: {known}")
     try:
-        model = build_model(arch, dict(checkpoint["model_args"]))
-        model.load_state_dict(checkpoint["state_dict"], strict=True)
+        model = build_model(arch, dict(ckpt["model_args"]))
+        model.load_state_dict(ckpt["state_dict"], strict=True)
     except Exception as exc:
         raise CheckpointError(f"checkpoint {path} does not fit the {arch} architecture: {_one_line(exc)}") from exc
     model.eval().requires_grad_(False)
     return LoadedModel(
-        model=model.to(device),
-        model_id=model_id(checkpoint["state_dict"], arch),
+        model=model,
+        model_id=model_id(ckpt["state_dict"], arch),
         arch=arch,
-        metadata=dict(checkpoint.get("metadata") or {}),
+        metadata=dict(ckpt.get("metadata") or {}),
     )
 
 
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text if len(text) <= 300 else text[:297] + "..."
+_one_line = checkpoint.one_line

@@ -3,8 +3,14 @@
     POST /encode/batch   application/x-npy uint8 (N, 28, 28)  -> N x 24 latent bytes
                          or multipart, N file fields "img"     -> N x 24 latent bytes
     POST /decode/batch   N x 24 latent bytes                   -> application/x-npy uint8 (N, 28, 28)
+                         or a latent container (app.codec.latent) -> application/x-npy uint8 (N, 28, 28)
 
-Both take ?model=NAME like the single endpoints.
+Both take ?model=NAME like the single endpoints, and check it first (404), as they do.
+/encode/batch answers with a latent container (model id, format, count, the latents,
+and the multipart file names) instead of the raw N x 24 bytes when the request's
+Accept header names its media type, application/x-mnist-latents; raw stays the default.
+/decode/batch takes a container (Content-Type application/x-mnist-latents) and decodes
+it with the model whose id it holds, as it would for an X-Model-Id header.
 
 Item i of the answer is byte for byte what /encode or /decode gives for item i
 alone. Errors name the index of the first bad item. Large batches run in a
@@ -18,14 +24,23 @@ import numpy as np
 from anyio import to_thread
 from fastapi import APIRouter, Request, Response
 
-from app.codec import imaging
+from app.codec import imaging, latent
 from app.codec.codecs import Codec
-from app.errors import CodecError, RequestFormatError
-from app.service.http import MODEL_PARAM, codec_for_latent, current_codec, error_responses, read_file_fields
+from app.errors import CodecError, LatentError, RequestFormatError
+from app.service.http import (
+    MODEL_ID_HEADER,
+    MODEL_ID_PARAM,
+    MODEL_PARAM,
+    codec_for_latent,
+    current_codec,
+    error_responses,
+    read_file_fields_named,
+)
 from app.service.observability import observe_batch
 
 NPY = "application/x-npy"
 OCTET_STREAM = "application/octet-stream"
+CONTAINER = latent.CONTAINER_MEDIA_TYPE
 BINARY = {"type": "string", "format": "binary"}
 INLINE_MAX = 64  # batches up to this size run on the event loop: a thread hop costs more
 
@@ -84,7 +99,12 @@ async def _run(function: Any, count: int, *args: Any) -> Any:
     summary="Many 28x28 digits to their latents, end to end",
     response_class=Response,
     responses={
-        200: {"description": "N x 24 bytes, item i for input i.", "content": {OCTET_STREAM: {"schema": BINARY}}},
+        200: {
+            "description": "N x 24 bytes, item i for input i; or, when Accept names "
+            f"{CONTAINER}, a latent container holding them (see the README).",
+            "content": {OCTET_STREAM: {"schema": BINARY}, CONTAINER: {"schema": BINARY}},
+            "headers": {"X-Model-Id": MODEL_ID_HEADER},
+        },
         **error_responses(400, 404, 408, 413, 415, 422, 431, 503),
     },
     openapi_extra={
@@ -106,16 +126,37 @@ async def _run(function: Any, count: int, *args: Any) -> Any:
     },
 )
 async def encode_batch(request: Request) -> Response:
+    codec: Codec = current_codec(request)  # first: an unknown model is a 404 whatever the body, as on /encode
     limit = _settings_limit(request)
+    names: list[str] | None = None
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
-        pngs = await read_file_fields(request, "img", "a 28x28 PNG", limit)
+        named = await read_file_fields_named(request, "img", "a 28x28 PNG", limit)
+        pngs = [data for _, data in named]
+        names = [name for name, _ in named]
         digits = await _run(_read_pngs, len(pngs), pngs)
     else:
         digits = read_npy_digits(await request.body(), limit)
-    codec: Codec = current_codec(request)
     observe_batch(request, len(digits))
     body = await _run(codec.encode_many, len(digits), digits)
-    return Response(body, media_type=OCTET_STREAM, headers={"X-Model-Id": codec.model_id})
+    headers = {"X-Model-Id": codec.model_id}
+    if not wants_container(request):
+        return Response(body, media_type=OCTET_STREAM, headers=headers)
+    step = latent.LATENT_BYTES
+    items = [body[i : i + step] for i in range(0, len(body), step)]
+    usable = names if names and all(_fits_container(name) for name in names) else None
+    container = latent.Container(codec.model_id, codec.format.name, items, usable)
+    return Response(latent.write_container(container), media_type=CONTAINER, headers=headers)
+
+
+def wants_container(request: Request) -> bool:
+    """Accept names the container type (exactly, parameters aside); anything else gets the raw bytes."""
+    accepted = request.headers.get("accept", "")
+    return any(part.split(";")[0].strip().lower() == CONTAINER for part in accepted.split(","))
+
+
+def _fits_container(name: str) -> bool:
+    # Names are optional in a container: file names that cannot be stored leave them out, rather than fail.
+    return bool(name) and "\n" not in name and "\x00" not in name and len(name.encode()) <= latent.MAX_NAME_BYTES
 
 
 @router.post(
@@ -123,17 +164,33 @@ async def encode_batch(request: Request) -> Response:
     summary="Many latents to their 28x28 digits",
     response_class=Response,
     responses={
-        200: {"description": "uint8 array (N, 28, 28) in .npy format.", "content": {NPY: {"schema": BINARY}}},
-        **error_responses(400, 404, 408, 413, 422, 431, 503),
+        200: {
+            "description": "uint8 array (N, 28, 28) in .npy format.",
+            "content": {NPY: {"schema": BINARY}},
+            "headers": {"X-Model-Id": MODEL_ID_HEADER},
+        },
+        **error_responses(400, 404, 408, 409, 413, 422, 431, 503),
     },
     openapi_extra={
-        "parameters": [MODEL_PARAM],
-        "requestBody": {"required": True, "content": {OCTET_STREAM: {"schema": BINARY}}},
+        "parameters": [MODEL_PARAM, MODEL_ID_PARAM],
+        "requestBody": {
+            "required": True,
+            "description": f"N x 24 latent bytes end to end, or (Content-Type {CONTAINER}) a latent container.",
+            "content": {OCTET_STREAM: {"schema": BINARY}, CONTAINER: {"schema": BINARY}},
+        },
     },
 )
 async def decode_batch(request: Request) -> Response:
-    codec: Codec = codec_for_latent(request)
-    z = codec.format.unpack_many(await request.body())
+    current_codec(request)  # first: an unknown ?model= is a 404 whatever the body, as on /decode
+    body = await request.body()
+    stored: latent.Container | None = None
+    if request.headers.get("content-type", "").split(";")[0].strip().lower() == CONTAINER:
+        stored = latent.read_container(body)
+        body = b"".join(stored.latents)
+    codec: Codec = codec_for_latent(request, stored.model_id if stored else None)
+    if stored is not None and stored.format_name != codec.format.name:
+        raise LatentError(f"the container holds {stored.format_name} latents; {codec.name} reads {codec.format.name}")
+    z = codec.format.unpack_many(body)
     _check_count(len(z), _settings_limit(request), "latent")
     observe_batch(request, len(z))
     pixels = await _run(codec.decode_many, len(z), z)

@@ -72,6 +72,23 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(CodecError, codec_error)
 
 
+MODEL_ID_HEADER = {
+    "description": "Id of the weights that made (or decoded) the latents: the model's name and the first 12 hex "
+    "digits of the weights' SHA-256. Store it with the latents; send it back as the X-Model-Id request header.",
+    "schema": {"type": "string"},
+}
+
+MODEL_ID_PARAM = {
+    "name": "X-Model-Id",
+    "in": "header",
+    "required": False,
+    "description": (
+        "The id /encode returned with this latent: picks that model, or 409 when this server "
+        "has no such weights (or ?model names others)."
+    ),
+    "schema": {"type": "string"},
+}
+
 MODEL_PARAM = {
     "name": "model",
     "in": "query",
@@ -93,14 +110,21 @@ def current_codec(request: Request) -> Codec:
     return loaded_codecs(request).get(request.query_params.get("model"))
 
 
-def codec_for_latent(request: Request) -> Codec:
-    """For decoding: the model of ?model=NAME, or the one whose id the X-Model-Id header names.
+def codec_for_latent(request: Request, stored: str | None = None) -> Codec:
+    """For decoding: the model of ?model=NAME, or the one whose id the X-Model-Id header names
+    (or `stored`, the id a latent container holds).
 
     A latent decoded by other weights than the ones that made it is a wrong digit with
     no error, so a claimed id that no served model (or not the named one) has is a 409.
     """
     codecs = loaded_codecs(request)
     claimed = request.headers.get("x-model-id")
+    if stored is not None:
+        if claimed is not None and claimed != stored:
+            raise ModelMismatchError(
+                f"X-Model-Id says {claimed[:60]!r} but the container says its latents were made by {stored!r}"
+            )
+        claimed = stored
     name = request.query_params.get("model")
     if claimed is None:
         return codecs.get(name)
@@ -142,8 +166,8 @@ async def read_file_field(request: Request, field: str, what: str) -> bytes:
         return await part.read()
 
 
-async def read_file_fields(request: Request, field: str, what: str, max_items: int) -> list[bytes]:
-    """The bytes of every file part named `field`, in order; at least one, at most `max_items`."""
+async def read_file_fields_named(request: Request, field: str, what: str, max_items: int) -> list[tuple[str, bytes]]:
+    """The file name and bytes of every file part named `field`, in order; at least one, at most `max_items`."""
     content_type = request.headers.get("content-type", "")
     example = f"curl -F {field}=@FILE1 -F {field}=@FILE2"
     if not content_type.startswith("multipart/form-data"):
@@ -158,7 +182,7 @@ async def read_file_fields(request: Request, field: str, what: str, max_items: i
         for index, part in enumerate(parts):
             if not isinstance(part, UploadFile):
                 raise RequestFormatError(f"item {index}: field '{field}' must be a file upload, not a text field")
-            data.append(await part.read())
+            data.append((part.filename or "", await part.read()))
         return data
 
 

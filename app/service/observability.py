@@ -229,3 +229,27 @@ def install_observability(app: FastAPI) -> None:
     configure_access_log()
     app.add_middleware(Observability, fastapi_app=app)
     app.add_api_route("/metrics", metrics, methods=["GET"], response_class=Response, include_in_schema=False)
+    document_request_id(app)
+
+
+REQUEST_ID_DOC = {
+    "description": "The request's id: the client's X-Request-Id when it sent a sane one (1 to 128 of A-Z a-z 0-9 "
+    "and ._:-), else a new random one; also in the access log.",
+    "schema": {"type": "string"},
+}
+
+
+def document_request_id(app: FastAPI) -> None:
+    """Declare X-Request-Id on every response in the OpenAPI document: the middleware adds it to all of them."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            for path_item in schema.get("paths", {}).values():
+                for operation in path_item.values():
+                    for response in operation.get("responses", {}).values():
+                        response.setdefault("headers", {})["X-Request-Id"] = REQUEST_ID_DOC
+        return app.openapi_schema  # type: ignore[return-value]
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -15,7 +15,7 @@ uint8 tensor; a batch is an index into it (per-sample PIL transforms through a
 DataLoader cost far more than the model itself).
 
 Writes into --out (default `model_weights` for mlp6, `model_weights/<arch>` for
-the others): the checkpoint (`<arch>.pt`), metrics.json (command, config, data
+the others): the checkpoint (`<arch>.safetensors`, app.codec.checkpoint), metrics.json (command, config, data
 checksums, per-epoch losses, final test metrics) and two pictures.
 """
 
@@ -265,7 +265,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = parse_args(argv)
     command = " ".join(["python -m app.training.train", shlex.join(sys.argv[1:] if argv is None else argv)]).strip()
     try:
-        device = pick_device(config.device)
+        device = torch.device(pick_device(config.device))
         train_x, test_x, md5s = load_mnist(config.data_root, config.limit)
     except (DataError, StartupError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -287,7 +287,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "test": test,
     }
     config.out.mkdir(parents=True, exist_ok=True)
-    metrics["model_id"] = save_checkpoint(config.out / f"{config.arch}.pt", model.cpu(), metadata=metrics)
+    metrics["model_id"] = save_checkpoint(config.out / f"{config.arch}.safetensors", model.cpu(), metadata=metrics)
     (config.out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     write_pictures(config.out, config, history, model, test_x.cpu())
     log.info(

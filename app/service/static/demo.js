@@ -1,4 +1,5 @@
-// The demo page: draw or upload a digit, send it to /encode, decode the 24 bytes with /decode.
+// The demo page: draw or upload a digit; every served model encodes it (/encode) and decodes its
+// 24 bytes (/decode), side by side, each latent shown in its model's own format.
 "use strict";
 
 const SIDE = 28; // MNIST's frame
@@ -8,9 +9,9 @@ const STROKE = 22; // pen width on the 280x280 pad: about 2 pixels at 28x28, lik
 const pad = document.getElementById("pad");
 const padCtx = pad.getContext("2d", { willReadFrequently: true });
 const input28 = document.getElementById("input28");
-const recon = document.getElementById("recon");
 const statusLine = document.getElementById("status");
-const modelSelect = document.getElementById("model");
+const strip = document.getElementById("strip");
+const latentsBox = document.getElementById("latents");
 
 function clearPad() {
   padCtx.fillStyle = "#000";
@@ -136,12 +137,8 @@ function canvasPng(canvas) {
 // --- talking to the service -------------------------------------------------------------------
 
 let inputPixels = null; // the 784 bytes sent, for the PSNR
-let lastInput = null; // the PNG blob sent, to re-run with another model
-
-function withModel(path) {
-  const model = modelSelect.value;
-  return model ? `${path}?model=${encodeURIComponent(model)}` : path;
-}
+let models = []; // from GET /models: {name, id, latent_format: {name, ...}}; [{name: ""}] without it
+let cards = []; // per model: {figure, details}
 
 async function errorText(response) {
   try {
@@ -160,49 +157,94 @@ function hexOf(bytes) {
   return groups.join(" ");
 }
 
+// How a latent reads in its model's format (the name GET /models reports). A format this page does
+// not know (an entropy-coded model's, say) is shown as what it is: coded bytes, in hex.
+function latentView(bytes, formatName) {
+  if (formatName === "6xf32le" && bytes.length === 24) {
+    const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    const values = Array.from({ length: 6 }, (_, i) => view.getFloat32(4 * i, true));
+    return { label: "as 6 float32 (6xf32le)", text: values.map((v) => v.toFixed(4)).join("  ") };
+  }
+  if (formatName === "24xu8" && bytes.length === 24) {
+    return { label: "as 24 uint8 (24xu8)", text: Array.from(bytes).join(" ") };
+  }
+  return { label: `${formatName || "unknown format"}: coded bytes`, text: hexOf(bytes) };
+}
+
 function psnrDb(a, b) {
   let sum = 0;
   for (let i = 0; i < a.length; i++) sum += ((a[i] - b[i]) / 255) ** 2;
   return 10 * Math.log10(1 / Math.max(sum / a.length, 1e-10));
 }
 
-async function decodedPixels(blob) {
+async function drawPng(blob, canvas) {
+  // Onto a canvas, not an <img>: before the first result the slot is black, never a broken image.
   const bitmap = await createImageBitmap(blob);
-  const canvas = document.createElement("canvas");
-  canvas.width = SIDE;
-  canvas.height = SIDE;
-  const ctx = canvas.getContext("2d");
+  const ctx = canvas.getContext("2d", { willReadFrequently: true });
   ctx.drawImage(bitmap, 0, 0);
   return Uint8Array.from(grayOf(ctx.getImageData(0, 0, SIDE, SIDE)), Math.round);
 }
 
+// Per model: its reconstruction beside the input (with bytes and PSNR), and its latent below.
+function card(model) {
+  const format = (model.latent_format && model.latent_format.name) || "";
+  const figure = document.createElement("figure");
+  figure.className = "model";
+  figure.dataset.model = model.name;
+  figure.innerHTML = `
+    <canvas class="recon" width="${SIDE}" height="${SIDE}"></canvas>
+    <figcaption><strong class="name"></strong><br><span class="size">&nbsp;</span> <span class="psnr"></span></figcaption>`;
+  const details = document.createElement("section");
+  details.className = "latent";
+  details.dataset.model = model.name;
+  details.dataset.format = format;
+  details.innerHTML = `
+    <h3 class="name"></h3>
+    <dl>
+      <dt class="values-label">latent</dt><dd><code class="values">&nbsp;</code></dd>
+      <dt>hex</dt><dd><code class="hex">&nbsp;</code></dd>
+      <dt>model id</dt><dd><code class="model-id">&nbsp;</code></dd>
+    </dl>`;
+  for (const name of [figure, details].map((el) => el.querySelector(".name"))) {
+    name.textContent = model.name || "default model";
+  }
+  strip.append(figure);
+  latentsBox.append(details);
+  return { figure, details };
+}
+
+function withModel(path, name) {
+  return name ? `${path}?model=${encodeURIComponent(name)}` : path;
+}
+
+async function roundTrip(png, model, { figure, details }) {
+  const form = new FormData();
+  form.append("img", png, "digit.png");
+  const encoded = await fetch(withModel("/encode", model.name), { method: "POST", body: form });
+  if (!encoded.ok) throw new Error(`/encode (${model.name}) answered ${await errorText(encoded)}`);
+  const latent = new Uint8Array(await encoded.arrayBuffer());
+  const modelId = encoded.headers.get("X-Model-Id") || "";
+  const headers = { "Content-Type": "application/octet-stream" };
+  if (modelId) headers["X-Model-Id"] = modelId; // decoded by the very weights that encoded it
+  const decoded = await fetch(withModel("/decode", model.name), { method: "POST", body: latent, headers });
+  if (!decoded.ok) throw new Error(`/decode (${model.name}) answered ${await errorText(decoded)}`);
+  const pixels = await drawPng(await decoded.blob(), figure.querySelector(".recon"));
+  const view = latentView(latent, details.dataset.format);
+  details.querySelector(".values-label").textContent = view.label;
+  details.querySelector(".values").textContent = view.text;
+  details.querySelector(".hex").textContent = hexOf(latent);
+  details.querySelector(".model-id").textContent = modelId || "?";
+  figure.querySelector(".size").textContent = `${latent.length} bytes`;
+  figure.querySelector(".psnr").textContent = `${psnrDb(inputPixels, pixels).toFixed(2)} dB`;
+  return latent.length;
+}
+
 async function run(png) {
-  lastInput = png;
   setStatus("busy", "Encoding...");
   try {
-    const form = new FormData();
-    form.append("img", png, "digit.png");
-    const encoded = await fetch(withModel("/encode"), { method: "POST", body: form });
-    if (!encoded.ok) throw new Error(`/encode answered ${await errorText(encoded)}`);
-    const latent = new Uint8Array(await encoded.arrayBuffer());
-    const decoded = await fetch(withModel("/decode"), {
-      method: "POST",
-      body: latent,
-      headers: { "Content-Type": "application/octet-stream" },
-    });
-    if (!decoded.ok) throw new Error(`/decode answered ${await errorText(decoded)}`);
-    const blob = await decoded.blob();
-    const view = new DataView(latent.buffer);
-    const floats = Array.from({ length: latent.length / 4 }, (_, i) => view.getFloat32(4 * i, true).toFixed(4));
-    document.getElementById("hex").textContent = hexOf(latent);
-    document.getElementById("hex").dataset.bytes = String(latent.length);
-    document.getElementById("floats").textContent = floats.join("  ");
-    document.getElementById("model-id").textContent = encoded.headers.get("X-Model-Id") || "?";
-    document.getElementById("psnr").textContent = `${psnrDb(inputPixels, await decodedPixels(blob)).toFixed(2)} dB`;
-    URL.revokeObjectURL(recon.src);
-    recon.src = URL.createObjectURL(blob);
-    await recon.decode();
-    setStatus("done", `${png.size} bytes of PNG in, ${latent.length} bytes out.`);
+    await modelsReady;
+    const sizes = await Promise.all(models.map((model, i) => roundTrip(png, model, cards[i])));
+    setStatus("done", `${png.size} bytes of PNG in; ${sizes.join(" / ")} bytes out (${models.length} models).`);
   } catch (error) {
     setStatus("error", error.message);
   }
@@ -241,19 +283,16 @@ async function encodeUpload(file) {
 }
 
 async function loadModels() {
-  // GET /models exists on servers with several models; without it the picker stays hidden.
+  // One card per served model (GET /models); a server without that list gets one card, its default.
   try {
     const response = await fetch("/models");
-    if (!response.ok) return;
-    const body = await response.json();
-    const list = Array.isArray(body) ? body : body.models || [];
-    const names = list.map((m) => (typeof m === "string" ? m : m.name || m.id || m.model_id)).filter(Boolean);
-    if (names.length < 2) return;
-    for (const name of names) modelSelect.add(new Option(name, name));
-    document.getElementById("model-picker").hidden = false;
+    const body = response.ok ? await response.json() : {};
+    models = (Array.isArray(body.models) ? body.models : []).filter((m) => m && typeof m.name === "string");
   } catch {
-    // no picker
+    models = [];
   }
+  if (!models.length) models = [{ name: "" }];
+  cards = models.map(card);
 }
 
 document.getElementById("clear").addEventListener("click", () => {
@@ -264,10 +303,6 @@ document.getElementById("upload").addEventListener("change", (event) => {
   const file = event.target.files[0];
   if (file) encodeUpload(file).catch((error) => setStatus("error", `cannot read ${file.name}: ${error.message}`));
 });
-modelSelect.addEventListener("change", () => {
-  if (lastInput) run(lastInput);
-});
-
-window.mnistDemo = { toMnist, SIDE, FIT }; // for the browser test
+window.mnistDemo = { toMnist, latentView, SIDE, FIT }; // for the browser test
 clearPad();
-loadModels();
+const modelsReady = loadModels();

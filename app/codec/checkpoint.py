@@ -1,0 +1,195 @@
+"""Checkpoint files, read and written without torch: safetensors with a JSON header.
+
+A checkpoint is one `.safetensors` file (the format of Hugging Face's `safetensors`
+package: an 8-byte header length, a JSON header, the raw little-endian tensors). Its
+tensors are the network's state dict, by the same names torch gives them
+(`encoder.0.weight`, ...). Its `__metadata__` (strings only, as the format requires)
+holds:
+
+    mnist_codec_checkpoint  "2"  (format 1 was the torch pickle, `.pt`)
+    arch                    the architecture's name in the registry (`mlp6`, `mlp24`, ...)
+    latent_format           the wire format it speaks (a name in the latent formats)
+    model_args              JSON: the architecture's Args dataclass, tuples as lists
+    metadata                JSON: training config, data checksums, metrics, ...
+    numpy_program           JSON, present when the network is plain Linear layers and
+                            element-wise activations: {"encoder": [["linear", "encoder.0"],
+                            ["relu"], ...], "decoder": [...]}, the steps numpy runs on the
+                            CPU; without it the service needs torch for this model
+    model_id                `<arch>-<first 12 hex digits of weights_sha256>`, checked on load
+
+The model id is computed over the tensors exactly as it was over the torch state dict,
+so converting a `.pt` file keeps its id and the latents stored with it still bind.
+Converting needs torch (to read the pickle); serving does not:
+
+    python -m app.codec.checkpoint convert model_weights/mlp6.pt        # writes model_weights/mlp6.safetensors
+    python -m app.codec.checkpoint show model_weights/mlp6.safetensors  # arch, id, format, how it runs
+"""
+
+import argparse
+import hashlib
+import json
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from safetensors import SafetensorError, safe_open
+from safetensors.numpy import save_file
+
+from app.errors import CheckpointError
+
+FORMAT = "2"
+SUFFIX = ".safetensors"
+Program = dict[str, list[list[str]]]  # "encoder"/"decoder" -> steps like ["linear", "encoder.0"], ["relu"]
+
+
+@dataclass
+class Checkpoint:
+    arch: str
+    latent_format: str
+    model_args: dict[str, Any]
+    tensors: dict[str, np.ndarray]
+    metadata: dict[str, Any] = field(default_factory=dict)
+    numpy_program: Program | None = None
+
+    @property
+    def model_id(self) -> str:
+        return model_id(self.tensors, self.arch)
+
+
+def weights_sha256(tensors: Mapping[str, np.ndarray]) -> str:
+    """SHA-256 over every tensor's name, shape, dtype and little-endian bytes (the model id's digits)."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        array = np.ascontiguousarray(tensors[name])
+        digest.update(f"{name}:{array.shape}:{array.dtype.str};".encode())
+        digest.update(array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes())
+    return digest.hexdigest()
+
+
+def model_id(tensors: Mapping[str, np.ndarray], arch: str) -> str:
+    return f"{arch}-{weights_sha256(tensors)[:12]}"
+
+
+def write(path: Path, checkpoint: Checkpoint) -> str:
+    """Write `checkpoint` to `path` atomically; returns its model id."""
+    header = {
+        "mnist_codec_checkpoint": FORMAT,
+        "arch": checkpoint.arch,
+        "latent_format": checkpoint.latent_format,
+        "model_args": json.dumps(checkpoint.model_args),
+        # Through JSON, so only plain types reach the file.
+        "metadata": json.dumps(checkpoint.metadata, default=str),
+        "model_id": checkpoint.model_id,
+    }
+    if checkpoint.numpy_program is not None:
+        header["numpy_program"] = json.dumps(checkpoint.numpy_program)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: np.ascontiguousarray(v) for k, v in checkpoint.tensors.items()}, tmp, metadata=header)
+    tmp.chmod(0o644)  # safetensors creates it 0600; a container's non-root user must read it
+    tmp.replace(path)
+    return checkpoint.model_id
+
+
+def read(path: Path) -> Checkpoint:
+    """Read and check a checkpoint; any problem is a one-line CheckpointError."""
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} not found")
+    if path.suffix == ".pt":
+        raise CheckpointError(
+            f"checkpoint {path} is a torch pickle (format 1); "
+            f"convert it once: python -m app.codec.checkpoint convert {path}"
+        )
+    try:
+        with safe_open(str(path), framework="np") as f:
+            header = f.metadata() or {}
+            tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118  (safe_open is no dict)
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {path} is unreadable: {one_line(exc)}") from exc
+    if header.get("mnist_codec_checkpoint") != FORMAT:
+        raise CheckpointError(f"checkpoint {path} is not an mnist-codec checkpoint (format {FORMAT})")
+    try:
+        program = json.loads(header["numpy_program"]) if "numpy_program" in header else None
+        checkpoint = Checkpoint(
+            arch=header["arch"],
+            latent_format=header["latent_format"],
+            model_args=json.loads(header["model_args"]),
+            tensors=tensors,
+            metadata=json.loads(header.get("metadata") or "{}"),
+            numpy_program=program,
+        )
+    except (KeyError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {path} has a damaged header: {one_line(exc)}") from exc
+    # safetensors keeps no checksum: the id doubles as one, and says which weights made a latent.
+    if header.get("model_id") != checkpoint.model_id:
+        raise CheckpointError(
+            f"checkpoint {path} is damaged: its weights hash to {checkpoint.model_id}, "
+            f"its header says {header.get('model_id')}"
+        )
+    return checkpoint
+
+
+def one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def convert(source: Path, target: Path | None = None) -> tuple[Path, str]:
+    """A format-1 torch checkpoint (`.pt`) of any registered architecture -> `.safetensors` beside it.
+
+    Needs torch (the pickle is torch's). The network is rebuilt from the registry, so
+    the numpy program is derived from the real modules; the model id must come out
+    unchanged, else nothing is written.
+    """
+    from app.codec.model import checkpoint_of, load_torch_checkpoint  # torch: only to convert
+
+    loaded = load_torch_checkpoint(source)
+    checkpoint = checkpoint_of(loaded.model, loaded.metadata)
+    if checkpoint.model_id != loaded.model_id:
+        raise CheckpointError(f"converting {source} changed its model id: {loaded.model_id} -> {checkpoint.model_id}")
+    target = target or source.with_suffix(SUFFIX)
+    write(target, checkpoint)
+    if read(target).model_id != loaded.model_id:  # read back: what the service will see
+        raise CheckpointError(f"{target} does not read back as {loaded.model_id}")
+    return target, loaded.model_id
+
+
+def describe(checkpoint: Checkpoint) -> str:
+    runs = "numpy on the CPU, torch on CUDA" if checkpoint.numpy_program else "torch (no numpy program)"
+    params = sum(int(a.size) for a in checkpoint.tensors.values())
+    return (
+        f"{checkpoint.model_id}: architecture {checkpoint.arch} {json.dumps(checkpoint.model_args)}, "
+        f"latent format {checkpoint.latent_format}, {params:,} numbers in {len(checkpoint.tensors)} tensors, "
+        f"runs in {runs}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m app.codec.checkpoint", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    conv = commands.add_parser("convert", help="a torch .pt checkpoint -> .safetensors beside it (model id kept)")
+    conv.add_argument("checkpoints", nargs="+", type=Path)
+    conv.add_argument("-o", "--output", type=Path, help="output file (one input only); default: the input's name")
+    show = commands.add_parser("show", help="what a checkpoint holds")
+    show.add_argument("checkpoints", nargs="+", type=Path)
+    args = parser.parse_args(argv)
+    if args.command == "convert" and args.output and len(args.checkpoints) > 1:
+        parser.error("--output takes one input checkpoint")
+    try:
+        for path in args.checkpoints:
+            if args.command == "convert":
+                target, mid = convert(path, args.output)
+                print(f"{path} -> {target}: {mid} (model id unchanged)")
+            else:
+                print(f"{path}: {describe(read(path))}")
+    except CheckpointError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
