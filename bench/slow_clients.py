@@ -159,7 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     png = SEVEN.read_bytes()
 
     with tempfile.TemporaryDirectory() as tmp:
-        server = Server(ROOT / "model_weights" / "mlp6.pt", Path(tmp) / "server.log")
+        server = Server(ROOT / "model_weights" / "mlp6.safetensors", Path(tmp) / "server.log")
         try:
             server.wait_ready()
             fds_start = server.open_fds()
