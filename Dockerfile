@@ -37,7 +37,7 @@ EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 CMD ["mnist-codec-healthcheck"]
 # Keep this argv identical to SERVE_ARGS in the Makefile and to `mnist-codec serve` (app/client/cli.py);
 # tests/test_server.py starts exactly this. --no-access-log: app/service/observability.py writes one JSON line per request instead.
-CMD ["uvicorn", "app.main:app", "--host", "0.0.0.0", "--port", "8000", "--timeout-graceful-shutdown", "10", "--no-access-log"]
+CMD ["uvicorn", "app.main:app", "--http", "app.service.protocol:LimitedHttpToolsProtocol", "--host", "0.0.0.0", "--port", "8000", "--timeout-graceful-shutdown", "10", "--no-access-log"]
 
 FROM runtime AS gpu
 COPY --from=build-gpu /opt/venv /opt/venv

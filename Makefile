@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 # The service's command: the same argv as the Dockerfile's CMD (tests/test_packaging.py checks it).
-SERVE_ARGS := app.main:app --host 0.0.0.0 --port 8000 --timeout-graceful-shutdown 10 --no-access-log
+SERVE_ARGS := app.main:app --http app.service.protocol:LimitedHttpToolsProtocol --host 0.0.0.0 --port 8000 --timeout-graceful-shutdown 10 --no-access-log
 
 .DEFAULT_GOAL := help
 # Every install takes its versions from here (make lock); the Dockerfile and CI too.
@@ -13,7 +13,7 @@ LOCK := requirements.lock
 PIP_CONSTRAINTS := $(PIP_CONSTRAINT) $(shell $(PYTHON) -m pip config list 2>/dev/null | sed -n "s/^global.constraint='\(.*\)'$$/\1/p")
 
 .DEFAULT_GOAL := help
-.PHONY: help install lock serve test lint test-tools image-test image-test-gpu gpu-check train data soak bench clean
+.PHONY: help install lock serve test lint test-tools image-test image-test-gpu gpu-check train data soak slow-clients bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -69,8 +69,11 @@ data: install ## fetch and verify MNIST under data/
 train: install ## retrain the reference model into model_weights/ (about 3 minutes on 2 cores)
 	$(BIN)/python -m app.training.train
 
-soak: install ## 20,000 mixed requests at concurrency 64 against a real server; prints status counts, latency, RSS
+soak: install ## 20,000 mixed requests at concurrency 64, beside 600 slow uploads, against a real server; prints status counts, latency, RSS
 	$(BIN)/python -m bench.soak
+
+slow-clients: install ## 600 trickling uploads for 20 s, then 5,000 idle connections, beside a normal client; prints its success and p99
+	$(BIN)/python -m bench.slow_clients
 
 bench: install ## service vs do-nothing floor (wrk if installed), batch rates, start-up; writes BENCHMARKS.md
 	$(BIN)/python -m bench.bench

@@ -9,8 +9,7 @@ The hierarchy, and the HTTP status the web layer (`app.service.http`) gives each
      ├── LatentError                422  not 24 bytes, or NaN / infinite values
      ├── RequestFormatError         422  wrong content type, missing form field
      ├── ModelMismatchError         409  the latent names other weights (X-Model-Id)
-     ├── UnknownModelError          404  ?model= names no model this server holds
-     └── BodyTooLargeError          413  the request body is over the upload limit
+     └── UnknownModelError          404  ?model= names no model this server holds
     StartupError(RuntimeError)      the service cannot start (bad settings, no CUDA)
      └── CheckpointError            the weights cannot be loaded
     DataError(RuntimeError)         MNIST could not be prepared on disk
@@ -49,10 +48,6 @@ class ModelMismatchError(CodecError):
 
 class UnknownModelError(CodecError):
     """The request asks for a model the server does not hold."""
-
-
-class BodyTooLargeError(CodecError):
-    """The request body is larger than the configured limit."""
 
 
 class StartupError(RuntimeError):

@@ -1,6 +1,6 @@
 """The FastAPI service: /encode, /decode, their batch forms, /models, /healthz, /readyz.
 
-Run it with `uvicorn app.main:app --host 0.0.0.0 --port 8000` (the Dockerfile's
+Run it with `uvicorn app.main:app --http app.service.protocol:LimitedHttpToolsProtocol` (the Dockerfile's
 command). The models are loaded once, in the lifespan, before the first request;
 a checkpoint that cannot be loaded stops the process with one line. /encode and
 /decode take `?model=NAME` (see GET /models); without it they use the default.
@@ -30,7 +30,7 @@ from app.service.http import (
     loaded_codecs,
     read_file_field,
 )
-from app.service.middleware import BodySizeLimit, CatchUnexpected, ConcurrencyLimit
+from app.service.middleware import CatchUnexpected, ConcurrencyLimit, HeaderLimit, ReadBody
 from app.service.observability import install_observability
 from app.service.pages import install_pages
 from app.service.schemas import Health, LatentFormatInfo, ModelInfo, ModelList, Ready
@@ -128,9 +128,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.codec = app.state.codecs = None
     # add_middleware wraps: the last added runs first.
     batch_limits = {path: settings.max_batch_bytes for path in ("/encode/batch", "/decode/batch")}
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes, per_path=batch_limits)
     app.add_middleware(CatchUnexpected)
     app.add_middleware(ConcurrencyLimit, limit=settings.max_concurrency)
+    app.add_middleware(
+        ReadBody, max_bytes=settings.max_upload_bytes, timeout_s=settings.body_timeout_s, per_path=batch_limits
+    )
+    app.add_middleware(HeaderLimit, max_fields=settings.max_header_fields, max_bytes=settings.max_header_bytes)
     install_error_handlers(app)
 
     @app.post(
@@ -143,7 +146,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "content": {OCTET_STREAM: {"schema": BINARY}},
                 "headers": {"X-Model-Id": MODEL_ID_HEADER},
             },
-            **error_responses(400, 404, 413, 415, 422, 503),
+            **error_responses(400, 404, 408, 413, 415, 422, 431, 503),
         },
         openapi_extra={
             "parameters": [MODEL_PARAM],
@@ -174,7 +177,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "content": {"image/png": {"schema": BINARY}},
                 "headers": {"X-Model-Id": MODEL_ID_HEADER},
             },
-            **error_responses(400, 404, 409, 413, 422, 503),
+            **error_responses(400, 404, 408, 409, 413, 422, 431, 503),
         },
         openapi_extra={
             "parameters": [MODEL_PARAM, MODEL_ID_PARAM],

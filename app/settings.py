@@ -47,6 +47,22 @@ class Settings(BaseSettings):
         default=512, gt=0, description="Requests in progress at once; more get 503 with Retry-After."
     )
 
+    body_timeout_s: float = Field(
+        default=30, gt=0, description="Longest wait for a request's whole body; past it, 408 and the connection closed."
+    )
+    header_timeout_s: float = Field(
+        default=10,
+        gt=0,
+        description="Longest wait for a request's head (line and header fields); past it, 408 and close.",
+    )
+    max_header_bytes: int = Field(
+        default=16 * 1024, gt=0, description="Largest request head (request line and header fields); more gets 431."
+    )
+    max_header_fields: int = Field(default=100, gt=0, description="Most header fields in one request; more get 431.")
+    max_connections: int = Field(
+        default=10_000, gt=0, description="Most open connections; one more is closed as soon as it is accepted."
+    )
+
     def checkpoints(self) -> list[Path]:
         """Every checkpoint to serve: `weights` first, then `models`, each once."""
         return list(dict.fromkeys([self.weights, *self.models]))

@@ -13,6 +13,9 @@
    1,000-PNG multipart encode over HTTP, in digits per second.
 4. Start-up: process start to the first 200 from /readyz.
 5. Micro-batching on the CPU: /encode and /decode with MNIST_CODEC_BATCHING=on.
+6. The HTTP limits: 1 worker again with uvicorn's plain httptools protocol
+   in place of the container's (app.service.protocol: httptools with the limits of
+   issue 10), service and floor alike: what those limits cost.
 """
 
 import argparse
@@ -114,8 +117,8 @@ def python_load(url: str, target: Target, seconds: float, connections: int, work
 # --------------------------------------------------------------------------- servers
 
 
-def start_floor(port: int, log: Path, workers: int) -> subprocess.Popen[bytes]:
-    argv = loopback_command(port)
+def start_floor(port: int, log: Path, workers: int, http: str | None = None) -> subprocess.Popen[bytes]:
+    argv = loopback_command(port, http)
     argv[argv.index("app.main:app")] = "bench.floor:app"
     argv += ["--workers", str(workers)] if workers > 1 else []
     with open(log, "w") as out:
@@ -134,12 +137,18 @@ def wait_http(url: str, path: str, timeout: float = 60) -> None:
 
 
 def compare(
-    workers: int, seconds: float, rounds: int, connections: int, workdir: Path, env: dict[str, str] | None = None
+    workers: int,
+    seconds: float,
+    rounds: int,
+    connections: int,
+    workdir: Path,
+    env: dict[str, str] | None = None,
+    http: str | None = None,
 ) -> dict[str, Load]:
-    """Best round of each of: service and floor, /encode and /decode."""
-    server = Server(WEIGHTS, workdir / "service.log", env={**(env or {}), **_workers_env(workers)})
+    """Best round of each of: service and floor, /encode and /decode; `http` swaps the HTTP protocol of both."""
+    server = Server(WEIGHTS, workdir / "service.log", env={**(env or {}), **_workers_env(workers)}, http=http)
     floor_port = free_port()
-    floor = start_floor(floor_port, workdir / "floor.log", workers)
+    floor = start_floor(floor_port, workdir / "floor.log", workers, http)
     floor_url = f"http://127.0.0.1:{floor_port}"
     try:
         server.wait_ready()
@@ -294,10 +303,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         one = compare(1, args.seconds, args.rounds, args.connections, workdir)
         two = compare(2, args.seconds, args.rounds, args.connections, workdir)
         batched = compare(1, args.seconds, 1, args.connections, workdir, env={"MNIST_CODEC_BATCHING": "on"})
+        # Plain httptools, uvicorn's default, against the container's protocol (httptools with the limits of issue 10).
+        httptools = compare(1, args.seconds, args.rounds, args.connections, workdir, http="httptools")
         rates = batch_rates(workdir)
         start = startup_seconds(workdir)
     costs = component_costs()
-    report = render(args, one, two, batched, rates, start, costs)
+    report = render(args, one, two, batched, httptools, rates, start, costs)
     print(report)
     args.out.write_text(report)
     return 0
@@ -308,6 +319,7 @@ def render(
     one: dict[str, Load],
     two: dict[str, Load],
     batched: dict[str, Load],
+    httptools: dict[str, Load],
     rates: dict[str, float],
     start: float,
     costs: dict[str, float],
@@ -326,13 +338,18 @@ def render(
         "| workers | endpoint | service req/s | floor req/s | ratio | service p50 / p99 ms | floor p50 / p99 ms |",
         "|---|---|---|---|---|---|---|",
     ]
-    for label, results in (("1", one), ("2", two), ("1, micro-batching on", batched)):
+    for label, results in (("1", one), ("2", two), ("1, micro-batching on", batched), ("1, httptools", httptools)):
         for name in ("encode", "decode"):
             s, f = results[f"service {name}"], results[f"floor {name}"]
             lines.append(
                 f"| {label} | /{name} | {s.rps:,.0f} | {f.rps:,.0f} | {s.rps / f.rps:.2f} | "
                 f"{s.p50_ms:.2f} / {s.p99_ms:.2f} | {f.p50_ms:.2f} / {f.p99_ms:.2f} |"
             )
+    lines += [
+        "",
+        "`1, httptools`: both with `--http httptools`, uvicorn's default parser, instead of the container's "
+        "`app.service.protocol` (httptools with the limits of issue 10).",
+    ]
     lines += ["", "## Targets (issue #4)", "", "| target | measured | met |", "|---|---|---|"]
     for name in ("encode", "decode"):
         s, f = one[f"service {name}"], one[f"floor {name}"]

@@ -24,11 +24,13 @@ def container_command() -> list[str]:
     return argv
 
 
-def loopback_command(port: int) -> list[str]:
-    """The container's command, on 127.0.0.1:`port` instead of 0.0.0.0:8000."""
+def loopback_command(port: int, http: str | None = None) -> list[str]:
+    """The container's command, on 127.0.0.1:`port` instead of 0.0.0.0:8000; `http` swaps its HTTP protocol."""
     argv = container_command()
     argv[argv.index("--host") + 1] = "127.0.0.1"
     argv[argv.index("--port") + 1] = str(port)
+    if http is not None:
+        argv[argv.index("--http") + 1] = http
     return [str(BIN / argv[0]), *argv[1:]]
 
 
@@ -57,14 +59,14 @@ def wait_ready(url: str, process: subprocess.Popen[Any], timeout: float = 60, lo
 class Server:
     """One uvicorn process; its output goes to a log file that can be read at any time."""
 
-    def __init__(self, weights: Path, log: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, weights: Path, log: Path, env: dict[str, str] | None = None, http: str | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log
         full_env = {**os.environ, "MNIST_CODEC_WEIGHTS": str(weights), "MNIST_CODEC_DEVICE": "cpu", **(env or {})}
         with open(log, "w") as out:
             self.process = subprocess.Popen(
-                loopback_command(self.port),
+                loopback_command(self.port, http),
                 cwd=ROOT,
                 env=full_env,
                 stdout=out,

@@ -2,8 +2,10 @@
 
 Starts the service with the container's command on a loopback port, then sends
 a bounded mix of requests (valid encodes, valid decodes, bad inputs) at a fixed
-concurrency and prints: requests by status, 5xx and connection errors, latency
-percentiles, and the server's RSS before and after. Exits 1 if any target is
+concurrency, with slow clients beside them (600 connections trickling an upload
+a byte a second, `bench.slow_clients`; `--tricklers 0` for none), and prints:
+requests by status, 5xx and connection errors, latency percentiles, what the
+tricklers got, and the server's RSS before and after. Exits 1 if any target is
 missed: no 5xx, no connection error, RSS growth under 50 MiB.
 """
 
@@ -22,6 +24,7 @@ import numpy as np
 from PIL import Image
 
 from bench.server import ROOT, Server
+from bench.slow_clients import trickler
 
 DIGITS = sorted((ROOT / "tests" / "data" / "digits").glob("*.png"))
 RSS_GROWTH_LIMIT_MIB = 50.0
@@ -68,8 +71,14 @@ def plan_requests(total: int, seed: int, pngs: list[bytes], latents: list[bytes]
     return plan
 
 
-async def soak(url: str, total: int, concurrency: int, seed: int) -> tuple[Counter[str], list[float], int]:
+async def soak(
+    url: str, port: int, total: int, concurrency: int, seed: int, tricklers: int
+) -> tuple[Counter[str], list[float], int, Counter[str]]:
     pngs = [path.read_bytes() for path in DIGITS]
+    trickled: Counter[str] = Counter()
+    forever = time.perf_counter() + 3600  # they stop when the soak is done
+    slow = [asyncio.create_task(trickler(port, forever, trickled, pngs[0])) for _ in range(tricklers)]
+    await asyncio.sleep(2 if tricklers else 0)  # every trickler connected and holding its upload open
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
         latents = [(await client.post("/encode", files={"img": ("d.png", png)})).content for png in pngs]
@@ -85,14 +94,18 @@ async def soak(url: str, total: int, concurrency: int, seed: int) -> tuple[Count
                 start = time.perf_counter()
                 try:
                     response = await client.post(path, **kwargs)  # type: ignore[arg-type]
-                except httpx.TransportError:
+                except httpx.TransportError as exc:
                     connection_errors += 1
+                    counts[f"error {type(exc).__name__} {kind}"] += 1  # which request lost its answer, and how
                     continue
                 latencies.append(time.perf_counter() - start)
                 counts[f"{response.status_code} {kind}"] += 1
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return counts, latencies, connection_errors
+    for task in slow:
+        task.cancel()
+    await asyncio.gather(*slow, return_exceptions=True)
+    return counts, latencies, connection_errors, trickled
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -100,6 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=20_000, help="total requests (default 20000)")
     parser.add_argument("--concurrency", type=int, default=64, help="requests in flight (default 64)")
     parser.add_argument("--seed", type=int, default=0, help="seeds the request mix (default 0)")
+    parser.add_argument("--tricklers", type=int, default=600, help="slow uploads beside the soak (default 600)")
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -108,8 +122,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             server.wait_ready()
             rss_start = server.rss_mib()
             started = time.perf_counter()
-            counts, latencies, connection_errors = asyncio.run(
-                soak(server.url, args.requests, args.concurrency, args.seed)
+            counts, latencies, connection_errors, trickled = asyncio.run(
+                soak(server.url, server.port, args.requests, args.concurrency, args.seed, args.tricklers)
             )
             elapsed = time.perf_counter() - started
             rss_end = server.rss_mib()
@@ -120,6 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     server_errors = sum(n for key, n in counts.items() if key.startswith("5"))
     p50, p99 = (np.percentile(latencies, q) * 1000 for q in (50, 99))
     print(f"soak: {args.requests} requests, concurrency {args.concurrency}, {elapsed:.1f} s")
+    print(f"  beside {args.tricklers} slow uploads: {dict(sorted(trickled.items()))}")
     print(f"  throughput           {len(latencies) / elapsed:,.0f} req/s")
     for key in sorted(counts):
         print(f"  {key:<28} {counts[key]:>6}")

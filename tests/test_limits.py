@@ -8,21 +8,53 @@ import httpx
 import pytest
 from conftest import COMMITTED_WEIGHTS
 from fastapi import FastAPI
+from starlette.types import Receive, Scope, Send
 
 from app.codec.codecs import Codec
 from app.main import create_app
+from app.service.middleware import ConcurrencyLimit
 from app.settings import Settings
 
 pytestmark = pytest.mark.anyio
 
 
-def client_for(**settings: int) -> tuple[httpx.AsyncClient, FastAPI]:
+def client_for(**settings: float) -> tuple[httpx.AsyncClient, FastAPI]:
     app = create_app(Settings(weights=COMMITTED_WEIGHTS, device="cpu", **settings))
     client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://codec.test")
     return client, app
 
 
 async def test_over_the_concurrency_limit_is_503_with_retry_after() -> None:
+    release = anyio.Event()
+
+    async def busy_model(scope: Scope, receive: Receive, send: Send) -> None:
+        await release.wait()  # a request in the model's work, holding its slot
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    app = ConcurrencyLimit(busy_model, limit=1)
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://codec.test")
+    results: dict[str, httpx.Response] = {}
+
+    async def first() -> None:
+        results["first"] = await client.post("/decode", content=b"\0" * 24)
+
+    async with client, anyio.create_task_group() as tasks:
+        tasks.start_soon(first)
+        await anyio.sleep(0.05)  # the first request now holds the only slot
+        refused = await client.post("/decode", content=b"\0" * 24)
+        health_app = ConcurrencyLimit(busy_model, limit=0)
+        release.set()
+    assert refused.status_code == 503
+    assert refused.headers["retry-after"] == "1"
+    assert "over capacity" in refused.json()["detail"]
+    assert results["first"].status_code == 200
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=health_app), base_url="http://t") as probe:
+        assert (await probe.get("/readyz")).status_code == 200, "probes are never refused"
+
+
+async def test_a_request_waiting_for_its_body_holds_no_concurrency_slot() -> None:
+    """A slow upload waits outside the limit: with one slot, others are still served meanwhile."""
     client, app = client_for(max_concurrency=1)
     release = anyio.Event()
 
@@ -38,14 +70,41 @@ async def test_over_the_concurrency_limit_is_503_with_retry_after() -> None:
     async with app.router.lifespan_context(app), client, anyio.create_task_group() as tasks:
         tasks.start_soon(first)
         await anyio.sleep(0.05)  # the first request is now waiting for its body
-        refused = await client.post("/decode", content=b"\0" * 24)
-        health = await client.get("/readyz")
+        served = [await client.post("/decode", content=b"\0" * 24) for _ in range(3)]
         release.set()
-    assert refused.status_code == 503
-    assert refused.headers["retry-after"] == "1"
-    assert "over capacity" in refused.json()["detail"]
-    assert health.status_code == 200, "probes are never refused"
+    assert [response.status_code for response in served] == [200, 200, 200]
     assert results["first"].status_code == 200
+
+
+async def test_a_body_not_received_in_time_is_408_and_closes_the_connection() -> None:
+    client, app = client_for(body_timeout_s=0.2)
+
+    async def stalled() -> AsyncIterator[bytes]:
+        yield b"\0" * 10
+        await anyio.sleep(5)  # the rest never comes in time
+        yield b"\0" * 14
+
+    async with app.router.lifespan_context(app), client:
+        with anyio.fail_after(3):
+            response = await client.post("/decode", content=stalled())
+    assert response.status_code == 408
+    assert response.json() == {"detail": "request body not received within 0.2 s (10 bytes came)"}
+    assert response.headers["connection"] == "close"
+
+
+@pytest.mark.parametrize(
+    ("headers", "detail"),
+    [
+        pytest.param({f"x-field-{i}": "1" for i in range(150)}, "header fields, over the limit of 100", id="fields"),
+        pytest.param({"x-big": "a" * 20_000}, "bytes of header fields, over the limit of 16384", id="bytes"),
+    ],
+)
+async def test_header_fields_over_the_limits_are_431(headers: dict[str, str], detail: str) -> None:
+    client, app = client_for()
+    async with app.router.lifespan_context(app), client:
+        response = await client.get("/healthz", headers=headers)
+    assert response.status_code == 431
+    assert detail in response.json()["detail"]
 
 
 async def test_a_streamed_body_over_the_limit_is_not_read_to_the_end() -> None:

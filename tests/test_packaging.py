@@ -17,6 +17,12 @@ def test_container_runs_uvicorn_on_all_interfaces_port_8000() -> None:
     assert argv[argv.index("--port") + 1] == "8000"
 
 
+def test_container_serves_with_the_limited_httptools_protocol() -> None:
+    """Header limits, the head deadline, the connection bound and pipelining live in this protocol."""
+    argv = container_command()
+    assert argv[argv.index("--http") + 1] == "app.service.protocol:LimitedHttpToolsProtocol"
+
+
 def test_make_serve_is_the_container_command() -> None:
     makefile = (ROOT / "Makefile").read_text()
     serve_args = next(line for line in makefile.splitlines() if line.startswith("SERVE_ARGS :="))

@@ -53,8 +53,8 @@ INSTALLED_WEIGHTS = Path(sysconfig.get_path("data")) / "share" / "mnist-codec"
 
 # The container's command (Dockerfile CMD, Makefile SERVE_ARGS); tests/test_cli.py checks they agree.
 SERVE_ARGV = [
-    "uvicorn", "app.main:app", "--host", "0.0.0.0", "--port", "8000", "--timeout-graceful-shutdown", "10",
-    "--no-access-log",
+    "uvicorn", "app.main:app", "--http", "app.service.protocol:LimitedHttpToolsProtocol", "--host", "0.0.0.0",
+    "--port", "8000", "--timeout-graceful-shutdown", "10", "--no-access-log",
 ]  # fmt: skip
 
 

@@ -105,7 +105,7 @@ async def _run(function: Any, count: int, *args: Any) -> Any:
             "content": {OCTET_STREAM: {"schema": BINARY}, CONTAINER: {"schema": BINARY}},
             "headers": {"X-Model-Id": MODEL_ID_HEADER},
         },
-        **error_responses(400, 404, 413, 415, 422, 503),
+        **error_responses(400, 404, 408, 413, 415, 422, 431, 503),
     },
     openapi_extra={
         "parameters": [MODEL_PARAM],
@@ -169,7 +169,7 @@ def _fits_container(name: str) -> bool:
             "content": {NPY: {"schema": BINARY}},
             "headers": {"X-Model-Id": MODEL_ID_HEADER},
         },
-        **error_responses(400, 404, 409, 413, 422, 503),
+        **error_responses(400, 404, 408, 409, 413, 422, 431, 503),
     },
     openapi_extra={
         "parameters": [MODEL_PARAM, MODEL_ID_PARAM],

@@ -4,17 +4,19 @@ This is the one place that maps the domain errors of `app.errors` to status
 codes. Every error body is JSON `{"detail": "<what was wrong>"}`.
 """
 
+import contextlib
 import logging
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse, Response
-from starlette.datastructures import UploadFile
-from starlette.requests import ClientDisconnect
+from fastapi.responses import JSONResponse
+from python_multipart.multipart import parse_options_header
+from starlette.datastructures import FormData, UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
 
 from app.codec.codecs import Codec, Codecs
 from app.errors import (
-    BodyTooLargeError,
     CodecError,
     ImageError,
     ImageSizeError,
@@ -29,12 +31,14 @@ from app.service.schemas import ErrorBody
 log = logging.getLogger("app")
 
 ERROR_DESCRIPTIONS = {
-    400: "Empty, corrupt or truncated upload.",
+    400: "Empty, corrupt or truncated upload, or a malformed multipart body.",
     404: "?model= names no model this server holds; the detail lists the known ones.",
+    408: "The request body did not arrive within the body deadline; the connection is closed.",
     409: "X-Model-Id names other weights than the ones loaded.",
     413: "Request body over the upload limit.",
     415: "An image, but not a PNG.",
     422: "Wrong size, wrong length, non-finite values, or a malformed request.",
+    431: "Too many header fields, or too many header bytes.",
     503: "Model not loaded yet, or over capacity (see Retry-After).",
 }
 
@@ -45,7 +49,6 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 # Most specific first: the first match decides.
 STATUS_BY_ERROR: list[tuple[type[CodecError], int]] = [
-    (BodyTooLargeError, 413),
     (ModelMismatchError, 409),
     (NotPNGError, 415),
     (ImageSizeError, 422),
@@ -66,14 +69,7 @@ def install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, CodecError)
         return JSONResponse({"detail": str(exc)}, status_code=status_for(exc))
 
-    async def client_disconnect(request: Request, exc: Exception) -> Response:
-        # Nobody is left to answer: one line in the log, no traceback. Starlette
-        # closes the upload's spooled files when the form is garbage collected.
-        log.info("client disconnected during the request body of %s %s", request.method, request.url.path)
-        return Response(status_code=400)
-
     app.add_exception_handler(CodecError, codec_error)
-    app.add_exception_handler(ClientDisconnect, client_disconnect)
 
 
 MODEL_ID_HEADER = {
@@ -155,7 +151,7 @@ async def read_file_field(request: Request, field: str, what: str) -> bytes:
         raise RequestFormatError(
             f"expected multipart/form-data with a file field '{field}' holding {what} ({example}); received {received}"
         )
-    async with request.form(max_files=8, max_fields=8) as form:
+    async with multipart_form(request, max_files=8, max_fields=8) as form:
         parts = form.getlist(field)
         if not parts:
             names = ", ".join(repr(name) for name in form) or "none"
@@ -176,7 +172,7 @@ async def read_file_fields_named(request: Request, field: str, what: str, max_it
     example = f"curl -F {field}=@FILE1 -F {field}=@FILE2"
     if not content_type.startswith("multipart/form-data"):
         raise RequestFormatError(f"expected multipart/form-data with file fields '{field}' ({example})")
-    async with request.form(max_files=max_items + 1, max_fields=8) as form:
+    async with multipart_form(request, max_files=max_items + 1, max_fields=8) as form:
         parts = form.getlist(field)
         if not parts:
             raise RequestFormatError(f"no file field '{field}' holding {what} ({example})")
@@ -188,3 +184,41 @@ async def read_file_fields_named(request: Request, field: str, what: str, max_it
                 raise RequestFormatError(f"item {index}: field '{field}' must be a file upload, not a text field")
             data.append((part.filename or "", await part.read()))
         return data
+
+
+@contextlib.asynccontextmanager
+async def multipart_form(request: Request, max_files: int, max_fields: int) -> AsyncIterator[FormData]:
+    """The request's multipart/form-data body, parsed; its upload files closed on leaving.
+
+    Starlette's `request.form()` with one difference: a preamble before the
+    first boundary is skipped, as RFC 2046 (5.1.1) says a receiver must;
+    python-multipart refuses it. (The epilogue after the last boundary it
+    already ignores.) The body is in memory by now (`ReadBody`), so this costs
+    a search, not a copy of the stream.
+    """
+    body = skip_preamble(await request.body(), request.headers.get("content-type", ""))
+
+    async def stream() -> AsyncGenerator[bytes, None]:
+        yield body
+
+    try:
+        form = await MultiPartParser(request.headers, stream(), max_files=max_files, max_fields=max_fields).parse()
+    except MultiPartException as exc:
+        raise HTTPException(400, f"malformed multipart body: {exc.message}") from exc
+    try:
+        yield form
+    finally:
+        await form.close()
+
+
+def skip_preamble(body: bytes, content_type: str) -> bytes:
+    """`body` from its first boundary delimiter on (RFC 2046: the preamble before it is to be ignored)."""
+    _, options = parse_options_header(content_type)
+    boundary = options.get(b"boundary")
+    if not boundary:
+        return body  # the parser says what is wrong
+    delimiter = b"--" + boundary
+    if body.startswith(delimiter):
+        return body
+    found = body.find(b"\r\n" + delimiter)
+    return body[found + 2 :] if found >= 0 else body

@@ -1,16 +1,17 @@
-"""Pure ASGI middleware guarding the service: body size, concurrency, unexpected errors.
+"""Pure ASGI middleware guarding the service: headers, body, concurrency, unexpected errors.
 
-Order, outermost first (see `create_app`): ConcurrencyLimit refuses work before
-anything is read; CatchUnexpected turns a crash into one log record and a
-generic 500; BodySizeLimit counts the bytes a handler reads.
+Order, outermost first (see `create_app`): HeaderLimit refuses too many header
+fields or bytes (431); ReadBody reads the whole body, 413 over the size limit,
+408 past its deadline; only then does ConcurrencyLimit count the request
+against the model's work (503 when full), so waiting for bytes takes no slot;
+CatchUnexpected turns a crash into one log record and a generic 500.
 """
 
+import asyncio
 import json
 import logging
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
-from app.errors import BodyTooLargeError
 
 log = logging.getLogger("app")
 
@@ -23,18 +24,25 @@ async def send_json(send: Send, status: int, body: dict[str, str], headers: dict
     await send({"type": "http.response.body", "body": content})
 
 
-class BodySizeLimit:
-    """Refuse request bodies over `max_bytes` with 413, without reading the rest.
+class ReadBody:
+    """Read the whole request body before the app runs: 413 over the size limit, 408 past the deadline.
 
-    A declared Content-Length over the limit is answered at once, before the
-    app runs; a chunked body fails as soon as the running count passes the
-    limit: the error is raised from `receive`, inside the handler, so the usual
-    JSON error handler answers.
+    The body is read here, outside the concurrency limit, so a slow upload
+    holds a connection and a few bytes of memory, never a slot of the model's
+    work: a client trickling one byte a second cannot starve the others.
+    The app then gets the body as one message.
+
+    A declared Content-Length over the limit is answered at once; a chunked
+    body as soon as the running count passes it; the server discards the rest
+    of it (closing instead would reset a client still sending, and lose the
+    413). 408 closes the connection: that client is not sending. A client that
+    leaves mid-body costs one info line and no answer.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int, per_path: dict[str, int] | None = None) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, timeout_s: float, per_path: dict[str, int] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout_s = timeout_s
         self.per_path = per_path or {}  # e.g. a larger limit for the batch endpoints
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -44,24 +52,75 @@ class BodySizeLimit:
         limit = self.per_path.get(scope["path"], self.max_bytes)
         declared = _content_length(scope)
         if declared is not None and declared > limit:
-            await send_json(send, 413, {"detail": str(_too_large(f"{declared} bytes", limit))})
+            await send_json(send, 413, {"detail": _too_large(f"{declared} bytes", limit)})
             return
+        chunks: list[bytes] = []
         received = 0
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        log.info("client disconnected during the request body of %s %s", scope["method"], scope["path"])
+                        return
+                    chunk = message.get("body", b"")
+                    received += len(chunk)
+                    if received > limit:
+                        await send_json(send, 413, {"detail": _too_large(f"more than {limit} bytes", limit)})
+                        return
+                    chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        break
+        except TimeoutError:
+            detail = f"request body not received within {self.timeout_s:g} s ({received} bytes came)"
+            await send_json(send, 408, {"detail": detail}, CLOSE)
+            return
+        body = b"".join(chunks)
+        replayed = False
 
-        async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
-                    raise _too_large(f"more than {limit} bytes", limit)
-            return message
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:  # after the body: the server's own receive (it reports a disconnect)
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
 
-        await self.app(scope, limited_receive, send)
+        await self.app(scope, replay, send)
 
 
-def _too_large(size: str, limit: int) -> BodyTooLargeError:
-    return BodyTooLargeError(f"request body of {size} is over the limit of {limit} bytes")
+CLOSE = {"Connection": "close"}
+
+
+class HeaderLimit:
+    """Answer 431 for a request with too many header fields, or too many header bytes.
+
+    The server (app/protocol.py) already stops reading a head over the byte
+    limit; this guard also counts the fields, which no uvicorn parser bounds,
+    and holds under any server (the in-process test client included).
+    """
+
+    def __init__(self, app: ASGIApp, max_fields: int, max_bytes: int) -> None:
+        self.app = app
+        self.max_fields = max_fields
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            headers = scope["headers"]
+            if len(headers) > self.max_fields:
+                detail = f"{len(headers)} header fields, over the limit of {self.max_fields}"
+                await send_json(send, 431, {"detail": detail}, CLOSE)
+                return
+            size = sum(len(name) + len(value) + 4 for name, value in headers)  # "name: value\r\n"
+            if size > self.max_bytes:
+                detail = f"{size} bytes of header fields, over the limit of {self.max_bytes}"
+                await send_json(send, 431, {"detail": detail}, CLOSE)
+                return
+        await self.app(scope, receive, send)
+
+
+def _too_large(size: str, limit: int) -> str:
+    return f"request body of {size} is over the limit of {limit} bytes"
 
 
 def _content_length(scope: Scope) -> int | None:

@@ -1,0 +1,66 @@
+"""Multipart bodies as RFC 2046 (5.1.1) frames them: the preamble and the epilogue are ignored."""
+
+import httpx
+import pytest
+
+from app.service.http import skip_preamble
+
+pytestmark = pytest.mark.anyio
+
+BOUNDARY = "b0undary"
+CONTENT_TYPE = f"multipart/form-data; boundary={BOUNDARY}"
+
+
+def part(name: str, data: bytes) -> bytes:
+    head = f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{name}"; filename="d.png"\r\n'
+    return (head + "Content-Type: image/png\r\n\r\n").encode() + data + b"\r\n"
+
+
+def framed(*parts: bytes, preamble: bytes = b"", epilogue: bytes = b"") -> bytes:
+    return preamble + b"".join(parts) + f"--{BOUNDARY}--\r\n".encode() + epilogue
+
+
+PREAMBLE = b"This is the preamble: mail readers show it to people without MIME.\r\nA second line.\r\n"
+EPILOGUE = b"An epilogue, also to be ignored, even one naming --b0undary.\r\n"
+
+
+@pytest.mark.parametrize(
+    ("preamble", "epilogue"),
+    [
+        pytest.param(PREAMBLE, b"", id="preamble"),
+        pytest.param(b"", EPILOGUE, id="epilogue"),
+        pytest.param(PREAMBLE, EPILOGUE, id="both"),
+        pytest.param(b"\r\n", b"", id="bare-crlf-preamble"),
+    ],
+)
+async def test_encode_ignores_the_preamble_and_epilogue(
+    client: httpx.AsyncClient, seven_png: bytes, preamble: bytes, epilogue: bytes
+) -> None:
+    plain = await client.post("/encode", files={"img": ("7.png", seven_png, "image/png")})
+    body = framed(part("img", seven_png), preamble=preamble, epilogue=epilogue)
+    response = await client.post("/encode", content=body, headers={"content-type": CONTENT_TYPE})
+    assert response.status_code == 200, response.text
+    assert response.content == plain.content
+
+
+async def test_batch_encode_ignores_the_preamble(client: httpx.AsyncClient, seven_png: bytes) -> None:
+    single = await client.post("/encode", files={"img": ("7.png", seven_png, "image/png")})
+    body = framed(part("img", seven_png), part("img", seven_png), preamble=PREAMBLE, epilogue=EPILOGUE)
+    response = await client.post("/encode/batch", content=body, headers={"content-type": CONTENT_TYPE})
+    assert response.status_code == 200, response.text
+    assert response.content == single.content * 2
+
+
+async def test_a_body_with_no_boundary_at_all_is_still_400(client: httpx.AsyncClient) -> None:
+    response = await client.post("/encode", content=b"no parts here", headers={"content-type": CONTENT_TYPE})
+    assert response.status_code == 400
+    assert response.json()["detail"].startswith("malformed multipart body")
+
+
+def test_skip_preamble_finds_the_first_delimiter_line_only() -> None:
+    body = framed(part("img", b"x"))
+    assert skip_preamble(body, CONTENT_TYPE) == body
+    assert skip_preamble(PREAMBLE + body, CONTENT_TYPE) == body
+    # A boundary string inside a preamble line is not a delimiter: only one at a line's start is.
+    tricky = b"mentions --b0undary mid-line\r\n" + body
+    assert skip_preamble(tricky, CONTENT_TYPE) == body
