@@ -12,7 +12,6 @@ LOCK := requirements.lock
 # time, but pip-compile does not read them: pass them on, so that the lock installs where it was made.
 PIP_CONSTRAINTS := $(PIP_CONSTRAINT) $(shell $(PYTHON) -m pip config list 2>/dev/null | sed -n "s/^global.constraint='\(.*\)'$$/\1/p")
 
-.DEFAULT_GOAL := help
 .PHONY: help install lock serve test lint test-tools image-test image-test-gpu gpu-check train data soak slow-clients bench clean
 
 help: ## list the targets

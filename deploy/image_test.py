@@ -36,7 +36,11 @@ WORK = ROOT / ".image-test"  # wheelhouse and base root filesystem; ignored by g
 DIGITS = sorted((ROOT / "tests" / "data" / "digits").glob("*.png"))
 MODELS = ["mlp6", "mlp24"]
 READY_BOUND_S = 30.0
-SERVE = ["--host", "127.0.0.1", "--timeout-graceful-shutdown", "10", "--no-access-log"]
+# The service's own argv (Makefile SERVE_ARGS) but for the address: the host side of the byte comparison.
+SERVE = [
+    "--http", "app.service.protocol:LimitedHttpToolsProtocol",
+    "--host", "127.0.0.1", "--timeout-graceful-shutdown", "10", "--no-access-log",
+]  # fmt: skip
 
 
 def log(message: str) -> None:
