@@ -8,7 +8,7 @@ what it was batched with. The service, the evaluation and the tests all go
 through these methods.
 
 A server holds several codecs (`Codecs`), one per model, by name: the model's
-architecture name (mlp6, mlp24). A request picks one; none picked is the default.
+architecture name (mlp6, mlp24, ec64). A request picks one; none picked is the default.
 """
 
 from collections.abc import Callable, Iterator
@@ -41,7 +41,7 @@ class Codec:
         self.model_id = loaded.model_id
         self.metadata = loaded.metadata
         self.device = device
-        self.format = latent.get_format(loaded.model.latent_format)
+        self.format = loaded.model.wire_format()
         self.engine = make_engine(loaded.model, device)
         self.encode_batcher: MicroBatcher | None = None
         self.decode_batcher: MicroBatcher | None = None

@@ -63,6 +63,23 @@ def _identity(h: np.ndarray) -> np.ndarray:
     return h
 
 
+_GELU_C = float(np.sqrt(2.0 / np.pi))
+
+
+def _gelu_tanh(h: np.ndarray) -> np.ndarray:
+    # torch's GELU(approximate="tanh"): 0.5 h (1 + tanh(sqrt(2 / pi) (h + 0.044715 h^3))), every step float64.
+    t: np.ndarray = h * h
+    t *= 0.044715
+    t += 1.0
+    t *= h
+    t *= _GELU_C
+    np.tanh(t, out=t)
+    t += 1.0
+    t *= h
+    t *= 0.5
+    return t
+
+
 _ACTIVATIONS: dict[type[nn.Module], Activation] = {nn.ReLU: _relu, nn.Sigmoid: _sigmoid, nn.Identity: _identity}
 Layer = tuple[np.ndarray, np.ndarray] | Activation
 
@@ -76,6 +93,8 @@ def _numpy_layers(stack: nn.Module) -> list[Layer] | None:
         if isinstance(module, nn.Linear) and module.bias is not None:
             weight = module.weight.detach().cpu().double().numpy().T.copy()
             layers.append((weight, module.bias.detach().cpu().double().numpy().copy()))
+        elif isinstance(module, nn.GELU) and module.approximate == "tanh":
+            layers.append(_gelu_tanh)
         elif type(module) in _ACTIVATIONS:
             layers.append(_ACTIVATIONS[type(module)])
         else:
