@@ -14,8 +14,10 @@ RUN pip install /tmp/src && rm -rf /tmp/src
 
 WORKDIR /srv
 COPY model_weights/mlp6.pt model_weights/metrics.json model_weights/
-# The second model: MNIST_CODEC_MODELS' default, model_weights/mlp24/mlp24.pt, taken from /srv.
+# The other models: MNIST_CODEC_MODELS' default, model_weights/mlp24/mlp24.pt and model_weights/ec64/ec64.pt,
+# taken from /srv.
 COPY model_weights/mlp24/mlp24.pt model_weights/mlp24/metrics.json model_weights/mlp24/
+COPY model_weights/ec64/ec64.pt model_weights/ec64/metrics.json model_weights/ec64/
 ENV MNIST_CODEC_WEIGHTS=/srv/model_weights/mlp6.pt \
     MNIST_CODEC_DEVICE=auto
 

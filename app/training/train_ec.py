@@ -272,7 +272,7 @@ def _distribution(values: np.ndarray) -> dict[str, Any]:
 
 
 def write_pictures(
-    out: Path, history: list[dict[str, Any]], test_x: torch.Tensor, decoded: np.ndarray, title: str
+    out: Path, history: list[dict[str, Any]], test_x: torch.Tensor, decoded: np.ndarray, arch: str, code_bytes: int
 ) -> None:
     import matplotlib
 
@@ -285,11 +285,12 @@ def write_pictures(
     evaluated = [row for row in history if "test_psnr_db_rounded" in row]
     ax.plot([r["epoch"] for r in evaluated], [r["test_psnr_db_rounded"] for r in evaluated], "o-",
             label="test PSNR (rounded latents)")  # fmt: skip
-    ax.set(xlabel="epoch", ylabel="mean PSNR (dB)", title=title)
+    ax.set(xlabel="epoch", ylabel="mean PSNR (dB)", title=f"{arch} training, {code_bytes}-byte code")
     twin = ax.twinx()
     twin.plot(epochs, [row["train_bits"] for row in history], color="gray", linestyle=":", label="train bits")
     twin.set_ylabel("mean code length under the prior (bits)")
     ax.legend(loc="lower right", fontsize=8)
+    twin.legend(loc="center right", fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "loss_curve.png", dpi=100)
     plt.close(fig)
@@ -301,7 +302,7 @@ def write_pictures(
         axes[1][i].imshow(decoded[i].reshape(28, 28), cmap="gray", vmin=0, vmax=255)
         axes[0][i].axis("off")
         axes[1][i].axis("off")
-    fig.suptitle(title, fontsize=8)
+    fig.suptitle(f"{arch}: test digits (top) and decoded from {code_bytes} coded bytes (bottom)", fontsize=8)
     fig.savefig(out / "reconstructions.png", dpi=100)
     plt.close(fig)
 
@@ -360,8 +361,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     config.out.mkdir(parents=True, exist_ok=True)
     metrics["model_id"] = save_checkpoint(config.out / f"{model.arch}.pt", model, metadata=metrics)
     (config.out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    title = f"{model.arch}: test digits (top) and decoded from {config.code_bytes} coded bytes (bottom)"
-    write_pictures(config.out, history, test_x, decoded, title)
+    write_pictures(config.out, history, test_x, decoded, model.arch, config.code_bytes)
     before = coded["code_bits_before_rate_control"]
     log.info(
         "done: %d epochs, %.0fs; coded test PSNR %.2f dB at %d bytes; code bits mean %.1f, max %d before rate "
