@@ -147,9 +147,9 @@ def plot(rows: list[Row], path: Path, digits: int) -> None:
         points = [(r.mean_bytes, r.mean_psnr_db) for r in rows if r.codec == codec]
         if points:
             ax.plot(*zip(*points, strict=True), marker=marker, label=codec)
-    learned = sorted((r.mean_bytes, r.mean_psnr_db) for r in rows if r.kind == "curve" or r.codec == "ec64")
-    if len(learned) > 1:
-        ax.plot(*zip(*learned, strict=True), marker="o", color="black", label="ec64, trained per size (learned curve)")
+    learned = sorted((r.mean_bytes, r.mean_psnr_db) for r in rows if r.kind == "curve")
+    if learned:
+        ax.plot(*zip(*learned, strict=True), marker="o", color="black", label="ec64 recipe per size, short runs")
     for r in rows:
         if r.codec == "PNG":
             ax.axvline(r.mean_bytes, color="gray", linestyle="--", label=f"PNG, lossless ({r.mean_bytes:.0f} B)")
