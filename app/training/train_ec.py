@@ -311,8 +311,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     config = parse_args(argv)
     command = " ".join(["python -m app.training.train_ec", shlex.join(sys.argv[1:] if argv is None else argv)]).strip()
-    torch.set_num_threads(config.threads)
-    torch.set_flush_denormal(True)
     try:
         train_x, test_x, md5s = load_mnist(config.data_root, config.limit)
     except DataError as exc:
@@ -330,7 +328,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.info("finishing %s: %d epochs trained", config.from_state, len(history))
     else:
         log.info("training on %d digits, validating on %d", len(train_x), len(test_x))
-        history = train(config, model, train_x, test_x)
+        torch.set_num_threads(config.threads)
+        # Denormals flushed to zero while training (as app.training.train does, and the research run did), and
+        # only then: the flag is the CPU thread's, and the coded evaluation below must run as the service does.
+        torch.set_flush_denormal(True)
+        try:
+            history = train(config, model, train_x, test_x)
+        finally:
+            torch.set_flush_denormal(False)
         research_args = None
     model.eval().requires_grad_(False)
     model.build_tables()
