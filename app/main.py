@@ -40,8 +40,13 @@ log = logging.getLogger("app")
 
 OCTET_STREAM = "application/octet-stream"
 BINARY = {"type": "string", "format": "binary"}
-LATENT_DOC = f"{latent.LATENT_BYTES} bytes in the model's latent format (GET /models): " + "; ".join(
-    f'{fmt.name}, {fmt.description} (numpy.fromfile(path, dtype="{fmt.dtype.str}"))' for fmt in latent.FORMATS.values()
+LATENT_DOC = (
+    f"{latent.LATENT_BYTES} bytes in the model's latent format (GET /models): "
+    + "; ".join(
+        f'{fmt.name}, {fmt.description} (numpy.fromfile(path, dtype="{fmt.dtype.str}"))'
+        for fmt in latent.FORMATS.values()
+    )
+    + f"; {latent.ArithmeticCodedFormat.name}, {latent.ArithmeticCodedFormat.description}"
 )
 
 

@@ -16,10 +16,10 @@ class Settings(BaseSettings):
         description="Checkpoint of the default model; a relative path is taken from the working directory.",
     )
     models: list[Path] = Field(
-        default=[Path("model_weights/mlp24/mlp24.safetensors")],
+        default=[Path("model_weights/mlp24/mlp24.safetensors"), Path("model_weights/ec64/ec64.safetensors")],
         description=(
             "More checkpoints served next to `weights`, as a JSON list; a request picks one with "
-            "?model=NAME, NAME being its architecture (mlp6, mlp24). '[]' serves `weights` only."
+            "?model=NAME, NAME being its architecture (mlp6, mlp24, ec64). '[]' serves `weights` only."
         ),
     )
     default_model: str | None = Field(

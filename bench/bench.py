@@ -16,6 +16,9 @@
 6. The HTTP limits: 1 worker again with uvicorn's plain httptools protocol
    in place of the container's (app.service.protocol: httptools with the limits of
    issue 10), service and floor alike: what those limits cost.
+7. The entropy-coded model: single-request /encode?model=ec64 and /decode?model=ec64
+   in the same rounds as mlp6's (1 worker), its batch rates, and every model's
+   per-digit encode and decode cost in process, entropy coding included.
 """
 
 import argparse
@@ -30,6 +33,7 @@ import statistics
 import subprocess
 import tempfile
 import time
+import timeit
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -144,8 +148,10 @@ def compare(
     workdir: Path,
     env: dict[str, str] | None = None,
     http: str | None = None,
+    ec64: bool = False,
 ) -> dict[str, Load]:
-    """Best round of each of: service and floor, /encode and /decode; `http` swaps the HTTP protocol of both."""
+    """Best round of each of: service and floor, /encode and /decode; `http` swaps the HTTP protocol of both;
+    with `ec64`, the service with ?model=ec64 in the same rounds."""
     server = Server(WEIGHTS, workdir / "service.log", env={**(env or {}), **_workers_env(workers)}, http=http)
     floor_port = free_port()
     floor = start_floor(floor_port, workdir / "floor.log", workers, http)
@@ -159,14 +165,23 @@ def compare(
             Target("encode", "/encode", multipart(png), f"multipart/form-data; boundary={BOUNDARY}"),
             Target("decode", "/decode", latent, "application/octet-stream"),
         ]
+        if ec64:
+            coded = httpx.post(server.url + "/encode?model=ec64", files={"img": ("7.png", png)}).content
+            targets += [
+                Target(
+                    "encode ec64", "/encode?model=ec64", multipart(png), f"multipart/form-data; boundary={BOUNDARY}"
+                ),
+                Target("decode ec64", "/decode?model=ec64", coded, "application/octet-stream"),
+            ]
         load = wrk_load if shutil.which("wrk") else python_load
         for target in targets:  # warm-up
-            for url in (server.url, floor_url):
+            for url in (server.url, floor_url) if "?" not in target.path else (server.url,):
                 load(url, target, 2, connections, workdir)
         best: dict[str, Load] = {}
         for _ in range(rounds):
             for target in targets:
-                for who, url in (("service", server.url), ("floor", floor_url)):
+                pair = (("service", server.url), ("floor", floor_url))
+                for who, url in pair if "?" not in target.path else pair[:1]:
                     result = load(url, target, seconds, connections, workdir)
                     key = f"{who} {target.name}"
                     if key not in best or result.rps > best[key].rps:
@@ -220,6 +235,13 @@ def batch_rates(workdir: Path) -> dict[str, float]:
             rates["decode 10,000"] = best_rate(10_000, lambda: client.post("/decode/batch", content=latents))
             files = [("img", (f"{i}.png", png, "image/png")) for i, png in enumerate(pngs)]
             rates["encode PNG multipart 1,000"] = best_rate(1000, lambda: client.post("/encode/batch", files=files))
+            rates["ec64: encode npy 10,000"] = best_rate(
+                10_000, lambda: client.post("/encode/batch?model=ec64", content=npy, headers=npy_headers)
+            )
+            coded = client.post("/encode/batch?model=ec64", content=npy, headers=npy_headers).content
+            rates["ec64: decode 10,000"] = best_rate(
+                10_000, lambda: client.post("/decode/batch?model=ec64", content=coded)
+            )
         return rates
     finally:
         server.stop()
@@ -268,6 +290,41 @@ def component_costs() -> dict[str, float]:
     return {name: min(timeit.repeat(f, number=2000, repeat=5)) / 2000 * 1e6 for name, f in pieces.items()}
 
 
+MODEL_WEIGHTS = {
+    "mlp6": WEIGHTS,
+    "mlp24": ROOT / "model_weights" / "mlp24" / "mlp24.safetensors",
+    "ec64": ROOT / "model_weights" / "ec64" / "ec64.safetensors",
+}
+
+
+def model_costs(count: int = 1000) -> dict[str, dict[str, float]]:
+    """Per model, microseconds per digit in process, one digit at a time over `count` MNIST test digits.
+
+    encode: pixels -> the 24 bytes (encoder, then the format: for ec64 rounding, rate control and
+    the arithmetic code); decode: the 24 bytes -> pixels; and, for ec64, the coder's own share.
+    """
+    from app.codec.codecs import load_codec
+
+    digits = test_digits(count)
+    costs: dict[str, dict[str, float]] = {}
+    for name, path in MODEL_WEIGHTS.items():
+        codec = load_codec(path, "cpu")
+        latents = [codec.encode(d) for d in digits]
+        z = codec.engine.encode(digits.reshape(len(digits), 784))
+
+        def best(function: Callable[[], object]) -> float:
+            return min(timeit.repeat(function, number=1, repeat=3)) / len(digits) * 1e6
+
+        row = {
+            "encode": best(lambda: [codec.encode(d) for d in digits]),  # noqa: B023
+            "decode": best(lambda: [codec.decode_pixels(b) for b in latents]),  # noqa: B023
+            "format pack": best(lambda: [codec.format.pack(v) for v in z]),  # noqa: B023
+            "format unpack": best(lambda: [codec.format.unpack(b) for b in latents]),  # noqa: B023
+        }
+        costs[name] = row
+    return costs
+
+
 def _no_grad(function: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
     with torch.inference_mode():
         return function(x)
@@ -300,7 +357,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        one = compare(1, args.seconds, args.rounds, args.connections, workdir)
+        one = compare(1, args.seconds, args.rounds, args.connections, workdir, ec64=True)
         two = compare(2, args.seconds, args.rounds, args.connections, workdir)
         batched = compare(1, args.seconds, 1, args.connections, workdir, env={"MNIST_CODEC_BATCHING": "on"})
         # Plain httptools, uvicorn's default, against the container's protocol (httptools with the limits of issue 10).
@@ -308,7 +365,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         rates = batch_rates(workdir)
         start = startup_seconds(workdir)
     costs = component_costs()
-    report = render(args, one, two, batched, httptools, rates, start, costs)
+    per_model = model_costs()
+    report = render(args, one, two, batched, httptools, rates, start, costs, per_model)
     print(report)
     args.out.write_text(report)
     return 0
@@ -323,6 +381,7 @@ def render(
     rates: dict[str, float],
     start: float,
     costs: dict[str, float],
+    per_model: dict[str, dict[str, float]],
 ) -> str:
     generator = "wrk (1 thread, Lua script for the body)" if shutil.which("wrk") else "Python httpx async client"
     lines = [
@@ -368,6 +427,33 @@ def render(
     lines += [f"| {name} | {rate:,.0f} |" for name, rate in rates.items()]
     lines += ["", "## Where a request's time goes (in process, one core)", "", "| piece | us per call |", "|---|---|"]
     lines += [f"| {name} | {cost:.1f} |" for name, cost in costs.items()]
+    lines += [
+        "",
+        "## The entropy-coded model ec64 against mlp6 (1 worker, the same rounds)",
+        "",
+        "| endpoint | mlp6 req/s | ec64 req/s | ratio (target >= 0.80) | ec64 p50 / p99 ms |",
+        "|---|---|---|---|---|",
+    ]
+    for name in ("encode", "decode"):
+        base, ec = one[f"service {name}"], one[f"service {name} ec64"]
+        lines.append(
+            f"| /{name} | {base.rps:,.0f} | {ec.rps:,.0f} | {ec.rps / base.rps:.2f} ({_yes(ec.rps >= 0.8 * base.rps)}) "
+            f"| {ec.p50_ms:.2f} / {ec.p99_ms:.2f} |"
+        )
+    lines += [
+        "",
+        "## Per digit, per model (in process, one digit at a time, 1,000 MNIST test digits)",
+        "",
+        "encode: pixels to the 24 bytes; decode: the 24 bytes to pixels; format: the latent format's share "
+        "(for ec64 the rounding, the rate control and the arithmetic code).",
+        "",
+        "| model | encode us | decode us | format pack us | format unpack us |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {name} | {c['encode']:.1f} | {c['decode']:.1f} | {c['format pack']:.1f} | {c['format unpack']:.1f} |"
+        for name, c in per_model.items()
+    ]
     lines += ["", f"## Start-up\n\nProcess start to the first `/readyz` 200: {start:.2f} s (median of 3).", ""]
     return "\n".join(lines)
 

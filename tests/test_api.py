@@ -250,7 +250,7 @@ async def test_decode_checks_the_model_id_it_is_given(client: httpx.AsyncClient,
 async def test_models_lists_the_loaded_models(client: httpx.AsyncClient, app: FastAPI) -> None:
     body = (await client.get("/models")).json()
     assert body["default"] == "mlp6"
-    assert [m["name"] for m in body["models"]] == ["mlp6", "mlp24"]
+    assert [m["name"] for m in body["models"]] == ["mlp6", "mlp24", "ec64"]
     model = body["models"][0]
     assert model["id"] == app.state.codec.model_id and model["default"] is True
     assert model["latent_format"] == {"name": "6xf32le", "bytes": 24, "dtype": "<f4", "dims": 6}

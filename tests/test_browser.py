@@ -92,7 +92,7 @@ def test_before_any_input_there_is_a_slot_per_model_and_no_broken_image(
     names = [m["name"] for m in httpx.get(f"{live_server.url}/models", timeout=10).json()["models"]]
     WebDriverWait(page, WAIT_S).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "figure.model")) == len(names))
     shown = [f.get_attribute("data-model") for f in page.find_elements(By.CSS_SELECTOR, "figure.model")]
-    assert shown == names == ["mlp6", "mlp24"]
+    assert shown == names == ["mlp6", "mlp24", "ec64"]
     assert page.execute_script(NO_BROKEN_IMAGE)
     assert "NaN" not in page.find_element(By.TAG_NAME, "body").text
 
@@ -113,6 +113,8 @@ def test_upload_shows_every_models_latent_in_its_own_format(page: WebDriver, liv
         if model["latent_format"]["name"] == "24xu8":
             assert shown["values-label"] == "as 24 uint8 (24xu8)"
             assert [int(v) for v in shown["values"].split()] == list(expected.content)
+        elif model["latent_format"]["name"] == "24xac":  # an arithmetic code: only its bytes mean anything
+            assert shown["values-label"] == "24xac: coded bytes"
         else:
             assert shown["values-label"] == "as 6 float32 (6xf32le)"
             floats = np.frombuffer(expected.content, "<f4")

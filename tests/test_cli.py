@@ -238,3 +238,19 @@ def test_decoding_many_files_uses_the_batch_endpoint(
     for path in sorted((tmp_path / "lat").glob("*.lat")):
         single = httpx.post(f"{live_server.url}/decode", content=path.read_bytes(), timeout=10).content
         assert (tmp_path / "png" / path.name.replace(".lat", ".png")).read_bytes() == single
+
+
+def test_ec64_over_the_server_and_in_process_gives_the_same_bytes(live_server: LiveServer, tmp_path: Path) -> None:
+    ec64 = ROOT / "model_weights" / "ec64" / "ec64.safetensors"
+    for mode in ("server", "local"):
+        where = (
+            ["--url", live_server.url, "--model", "ec64"] if mode == "server" else ["--local", "--weights", str(ec64)]
+        )
+        assert run("encode", str(DIGITS_DIR), "-o", f"{tmp_path}/{mode}/lat/", "-q", *where) == 0
+        assert run("decode", f"{tmp_path}/{mode}/lat", "-o", f"{tmp_path}/{mode}/png/", "-q", *where) == 0
+    for kind in ("lat", "png"):
+        server_files = sorted((tmp_path / "server" / kind).glob(f"*.{kind}"))
+        assert len(server_files) == len(list(DIGITS_DIR.glob("*.png")))
+        for path in server_files:
+            assert path.read_bytes() == (tmp_path / "local" / kind / path.name).read_bytes(), path.name
+            assert kind == "png" or path.stat().st_size == 24

@@ -9,7 +9,13 @@ import torch
 
 from app.codec import imaging
 from app.codec.codecs import load_codec
-from app.codec.model import QuantizedArgs, QuantizedAutoencoder, save_checkpoint
+from app.codec.model import (
+    EntropyCodedArgs,
+    EntropyCodedAutoencoder,
+    QuantizedArgs,
+    QuantizedAutoencoder,
+    save_checkpoint,
+)
 from app.training import evaluate, quality
 
 DIGITS = np.random.default_rng(5).integers(0, 256, size=(3, 28, 28), dtype=np.uint8)
@@ -71,3 +77,33 @@ def test_classic_round_trip_gives_a_28x28_digit(codec: str, params: dict[str, ob
     assert size > 0 and decoded.shape == (28, 28) and decoded.dtype == np.uint8
     if codec == "PNG":
         np.testing.assert_array_equal(decoded, DIGITS[0])
+
+
+def test_curve_checkpoints_are_measured_at_their_own_size(
+    synthetic_mnist: Path, tmp_path: Path, two_models: list[Path]
+) -> None:
+    torch.manual_seed(3)
+    model = EntropyCodedAutoencoder(EntropyCodedArgs(hidden=(16,), code_bytes=32))
+    model.build_tables()
+    curve = tmp_path / "ec32.safetensors"
+    save_checkpoint(curve, model, {})
+    out = tmp_path / "docs"
+    argv = [
+        "--limit",
+        "4",
+        "--no-classic",
+        "--data-root",
+        str(synthetic_mnist),
+        "--out",
+        str(out),
+        "--curve",
+        str(curve),
+    ]
+    assert evaluate.main(argv) == 0
+    rows = json.loads((out / "rate_distortion.json").read_text())["rows"]
+    [row] = [r for r in rows if r["kind"] == "curve"]
+    assert (row["codec"], row["setting"], row["mean_bytes"]) == ("ec64 at 32 B", "24xac, 32 bytes", 32)
+    assert (
+        "| ec64 at 32 B (learned curve, not served) | 24xac, 32 bytes | 32.0 |"
+        in (out / "rate_distortion.md").read_text()
+    )

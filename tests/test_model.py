@@ -10,6 +10,7 @@ from app.codec.model import (
     ARCH,
     ARCHITECTURES,
     Autoencoder,
+    EntropyCodedAutoencoder,
     QuantizedArgs,
     QuantizedAutoencoder,
     build_model,
@@ -78,11 +79,12 @@ def test_quantized_forward_rounds_in_eval_and_adds_noise_in_training() -> None:
 
 
 def test_registry_rebuilds_each_architecture_from_its_args() -> None:
-    assert set(ARCHITECTURES) == {"mlp6", "mlp24"}
+    assert set(ARCHITECTURES) == {"mlp6", "mlp24", "ec64"}
     assert isinstance(build_model("mlp6"), Autoencoder)
     model = build_model("mlp24", {"hidden": [64, 32], "latent_dim": 24})
     assert isinstance(model, QuantizedAutoencoder) and model.args == QuantizedArgs(hidden=(64, 32))
-    with pytest.raises(ValueError, match="known: mlp6, mlp24"):
+    assert isinstance(build_model("ec64", {"hidden": [32]}), EntropyCodedAutoencoder)
+    with pytest.raises(ValueError, match="known: mlp6, mlp24, ec64"):
         build_model("conv99")
 
 

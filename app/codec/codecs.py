@@ -8,7 +8,7 @@ what it was batched with. The service, the evaluation and the tests all go
 through these methods.
 
 A server holds several codecs (`Codecs`), one per model, by name: the model's
-architecture name (mlp6, mlp24). A request picks one; none picked is the default.
+architecture name (mlp6, mlp24, ec64). A request picks one; none picked is the default.
 """
 
 import importlib.util
@@ -53,7 +53,7 @@ class Codec:
         self.metadata = ckpt.metadata
         self.device = device
         try:
-            self.format = latent.get_format(ckpt.latent_format)
+            self.format = latent.format_for(ckpt.latent_format, ckpt.tensors, ckpt.model_args)
             self.engine = make_engine(ckpt, device)
             # One digit through both halves: weights that do not fit the program fail here, not on a request.
             z = self.engine.encode(np.zeros((1, PIXELS), np.uint8))

@@ -72,8 +72,30 @@ def _identity(h: np.ndarray) -> np.ndarray:
     return h
 
 
+_GELU_C = float(np.sqrt(2.0 / np.pi))
+
+
+def _gelu_tanh(h: np.ndarray) -> np.ndarray:
+    # torch's GELU(approximate="tanh"): 0.5 h (1 + tanh(sqrt(2 / pi) (h + 0.044715 h^3))), every step float64.
+    t: np.ndarray = h * h
+    t *= 0.044715
+    t += 1.0
+    t *= h
+    t *= _GELU_C
+    np.tanh(t, out=t)
+    t += 1.0
+    t *= h
+    t *= 0.5
+    return t
+
+
 # By the names app.codec.checkpoint's numpy_program uses.
-_ACTIVATIONS: dict[str, Activation] = {"relu": _relu, "sigmoid": _sigmoid, "identity": _identity}
+_ACTIVATIONS: dict[str, Activation] = {
+    "relu": _relu,
+    "sigmoid": _sigmoid,
+    "identity": _identity,
+    "gelu_tanh": _gelu_tanh,
+}
 Layer = tuple[np.ndarray, np.ndarray] | Activation
 
 

@@ -2,8 +2,10 @@
 
 Each model names the one format it speaks; this module is the only place that
 packs, unpacks or validates latent bytes. Every format is exactly 24 bytes, with
-no header and no padding: the bytes alone do not say which model made them, so
-keep the model id (`X-Model-Id`) next to stored latents.
+no header: the bytes alone do not say which model made them, so keep the model
+id (`X-Model-Id`) next to stored latents. "6xf32le" and "24xu8" are fixed
+layouts (`FORMATS`); "24xac" codes under the frequency tables of the model that
+speaks it, so each such model makes its own `ArithmeticCodedFormat`.
 
 Format "6xf32le", version 1 (the reference model, `mlp6`):
 
@@ -36,6 +38,37 @@ the decoder is given q / 255 as float32. `numpy.fromfile(path, dtype="u1")`
 reads one back, N latents end to end are an (N, 24) uint8 array. Every byte
 value is valid, so a 24-byte body always decodes, and always to the same digit.
 
+Format "24xac", version 1 (the entropy-coded model, `ec64`):
+
+    offset  size  content
+    0       24    one unsigned 192-bit integer V, big-endian (byte 0 holds bits 191..184)
+
+V / 2**192 is a point of [0, 1) that an arithmetic code (`app.codec.arith`) places in
+the interval of the digit's 64 integer latents q[0..63]. Latent i's integer q[i] has
+the probability f_i[q[i] - offset_i] / 2**16 under the model's frequency table i
+(integers stored in the checkpoint, buffers `table_offsets` and `table_freqs`); the
+latents are coded in order i = 0..63, each narrowing the interval to its share.
+
+- Encoding: the encoder's 64 values (float32 from the float64 engine) are rounded
+  to integers (halves to even) and clamped into their tables. The code is the
+  shortest bit string b_1..b_k whose value 0.b_1..b_k lies in the digit's interval;
+  it is unique and ends in a 1 (k >= 1), and it is never more than one bit longer
+  than the information content -sum log2(f_i / 2**16). Its bits are V's most
+  significant bits, in order; the 192 - k bits after it are zero (the padding).
+- Rate control: a code over 192 bits is made to fit by moving latents, one step of
+  one latent at a time, toward their tables' most probable values (`arith.fit`
+  says which latent moves; the choice depends on the integers only). The latent
+  made of every most probable value codes in at most 192 bits, which loading the
+  checkpoint checks, so every digit fits. The decoder needs no side information.
+- Decoding reads V and, for i = 0..63, takes the symbol whose sub-interval holds
+  V / 2**192. Every point of [0, 1) lies in exactly one sub-interval at each step,
+  so any 24 bytes decode, in exactly 64 steps: the decoder stops after the 64th
+  latent, there is no end marker, and the padding bits are never read as symbols
+  of their own. Bytes whose bits after the last 1 are not zero, or whose code is
+  not the shortest, decode as well (to the latents whose interval holds them), so
+  decode(encode(x)) is exact but not every 24 bytes are some encoder output. The
+  decoder is given the 64 integers as float32.
+
 Container "MNISTLAT", version 1: N latents of one model in one file (extension
 `.lats`, media type `application/x-mnist-latents`). All integers little-endian.
 
@@ -60,16 +93,19 @@ is refused as a whole. In numpy, without this package:
     h = np.fromfile(path, dtype=header, count=1)[0]
     raw = np.fromfile(path, dtype="u1", offset=80, count=24 * int(h["count"])).reshape(-1, 24)
     z = raw.view("<f4")   # if h["format"] == b"6xf32le": (N, 6) float32; for b"24xu8", raw is (N, 24) uint8
+    # for b"24xac", each 24-byte row is one arithmetic code: decoding it needs the model's frequency tables
 """
 
 import struct
 import zlib
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
+from app.codec import arith
 from app.errors import LatentError
 
 LATENT_BYTES = 24  # every format; the wire size the service promises
@@ -171,6 +207,61 @@ class UInt8Format(LatentFormat):
         return (stored.astype(np.float32) / np.float32(self.levels)).astype(np.float32)
 
 
+class ArithmeticCodedFormat(LatentFormat):
+    """ "24xac": 64 integer latents, arithmetic-coded under the model's frequency tables, in 24 bytes."""
+
+    name = "24xac"
+    dims = 64
+    dtype = np.dtype("u1")
+    description = "an arithmetic code of 64 integer latents, at most 192 bits, zero-padded, big-endian"
+
+    def __init__(self, tables: arith.FrequencyTables, code_bytes: int = LATENT_BYTES) -> None:
+        if tables.dims != self.dims:
+            raise ValueError(f"{self.name} codes {self.dims} latents; the frequency tables have {tables.dims}")
+        mode_bits = arith.encode(tables, tables.mode)[1]
+        if mode_bits > 8 * code_bytes:
+            raise ValueError(
+                f"the most probable latent codes in {mode_bits} bits, over the {8 * code_bytes} of {code_bytes} "
+                "bytes: rate control could not make every digit fit"
+            )
+        self.tables = tables
+        self.code_bytes = code_bytes
+        self.budget = 8 * code_bytes
+
+    @property
+    def nbytes(self) -> int:
+        return self.code_bytes
+
+    def code(self, z: np.ndarray) -> tuple[np.ndarray, int, int, int]:
+        """One latent's (64,) values -> (the integers sent, the code m, its length k in bits, rate-control steps)."""
+        return arith.fit(self.tables, np.rint(z).astype(np.int64), self.budget)
+
+    def _encode_values(self, values: np.ndarray) -> np.ndarray:
+        # N * 64 float64 values -> N * code_bytes bytes
+        if not np.isfinite(values).all():
+            raise ValueError(f"{self.name} latent values must be finite")
+        clipped = np.clip(values, -1e9, 1e9)  # rint of anything finite, then the tables' clamp
+        out = bytearray()
+        for row in clipped.reshape(-1, self.dims):
+            _, m, k, _ = self.code(row)
+            out += arith.to_bytes(m, k, self.code_bytes)
+        return np.frombuffer(bytes(out), dtype=np.uint8)
+
+    def _decode_values(self, stored: np.ndarray) -> np.ndarray:
+        # N * code_bytes bytes -> N * 64 float32 integer values
+        rows = stored.reshape(-1, self.code_bytes)
+        symbols = [arith.from_bytes(self.tables, row.tobytes()) for row in rows]
+        return np.concatenate(symbols).astype(np.float32)
+
+    def unpack_many(self, data: bytes) -> np.ndarray:
+        if len(data) % self.nbytes:
+            raise LatentError(
+                f"a batch of latents is a multiple of {self.nbytes} bytes ({self.description} each); "
+                f"received {len(data)} bytes"
+            )
+        return self._decode_values(np.frombuffer(data, dtype=self.dtype)).reshape(-1, self.dims)
+
+
 FORMATS: dict[str, LatentFormat] = {fmt.name: fmt for fmt in (Float32Format(), UInt8Format())}
 
 # The reference format, also as module-level functions (the original interface of this module).
@@ -184,6 +275,20 @@ def get_format(name: str) -> LatentFormat:
         return FORMATS[name]
     except KeyError:
         raise ValueError(f"unknown latent format {name!r}; known: {', '.join(FORMATS)}") from None
+
+
+def format_for(name: str, tensors: Mapping[str, np.ndarray], model_args: Mapping[str, Any]) -> LatentFormat:
+    """The format a model speaks, from its checkpoint: a fixed layout by name, or for "24xac" one
+    made from the frequency tables stored with the weights (buffers `table_offsets`, `table_freqs`).
+    ValueError when the name is unknown or the tables are missing or unsound."""
+    if name != ArithmeticCodedFormat.name:
+        return get_format(name)
+    try:
+        offsets, freqs = tensors["table_offsets"], tensors["table_freqs"]
+    except KeyError as exc:
+        raise ValueError(f"a {name} model's checkpoint holds its frequency tables; {exc.args[0]} is missing") from None
+    tables = arith.FrequencyTables.from_arrays(offsets, freqs)
+    return ArithmeticCodedFormat(tables, int(model_args.get("code_bytes", LATENT_BYTES)))
 
 
 def pack(z: np.ndarray) -> bytes:

@@ -10,6 +10,10 @@ Two architectures, each with its own latent format (`app.codec.latent`):
   In training, uniform noise of one quantisation step stands in for the rounding
   (it has a gradient, rounding has none); in eval mode `forward` rounds exactly
   as the wire format does, so what is measured is what is served.
+- `ec64`: encoder 784-512-256-64 with GELU (tanh form) between layers, decoder
+  the mirror image ending in a Sigmoid. Its 64 latents are rounded to integers
+  and arithmetic-coded under a learned prior into at most 192 bits ("24xac");
+  the prior is frozen into integer frequency tables stored with the weights.
 
 A checkpoint is a safetensors file with a JSON header (`app.checkpoint`, which
 reads and writes it without torch): the state dict, the architecture's name and
@@ -23,6 +27,8 @@ read only to convert them (`load_torch_checkpoint`).
 import dataclasses
 import itertools
 import json
+import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -31,18 +37,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from app.codec import checkpoint
+from app.codec import arith, checkpoint, latent
 from app.errors import CheckpointError
 
 ARCH = "mlp6"  # the reference architecture
 
 
-def _mlp(sizes: list[int], last: nn.Module) -> nn.Sequential:
+def _mlp(sizes: list[int], last: nn.Module, activation: Callable[[], nn.Module] = nn.ReLU) -> nn.Sequential:
     layers: list[nn.Module] = []
     for i, (n_in, n_out) in enumerate(itertools.pairwise(sizes)):
         layers.append(nn.Linear(n_in, n_out))
         if i < len(sizes) - 2:
-            layers.append(nn.ReLU())
+            layers.append(activation())
     layers.append(last)
     return nn.Sequential(*layers)
 
@@ -68,6 +74,10 @@ class CodecModel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(x))
+
+    def wire_format(self) -> latent.LatentFormat:
+        """The latent format this model's bytes follow; ValueError when the checkpoint cannot make it."""
+        return latent.get_format(self.latent_format)
 
 
 @dataclass(frozen=True)
@@ -125,9 +135,123 @@ class QuantizedAutoencoder(CodecModel):
         return self.decode(self.quantize(self.encode(x)))
 
 
+def _gelu() -> nn.Module:
+    return nn.GELU(approximate="tanh")  # numpy computes the same formula in float64 (app.codec.engine)
+
+
+@dataclass(frozen=True)
+class EntropyCodedArgs:
+    in_dim: int = 784
+    hidden: tuple[int, ...] = (512, 256)
+    latent_dim: int = 64
+    mixtures: int = 3  # logistic components in each latent's prior
+    code_bytes: int = 24  # the fixed code size; only 24 is served, others draw the rate-distortion curve
+    table_width: int = 1  # symbols of the widest frequency table (`build_tables` sets it)
+
+
+TABLE_TAIL = 2.0**-24  # prior mass beyond either end of a frequency table, folded into its end symbols
+MAX_TABLE_SYMBOLS = 1024
+MIN_SCALE = 0.05  # the smallest logistic scale the prior may use
+
+
+class EntropyCodedAutoencoder(CodecModel):
+    """`ec64`: 64 integer latents under a learned prior, arithmetic-coded into 24 bytes ("24xac").
+
+    The encoder gives 64 real values; the wire carries them rounded to integers. Each latent
+    has its own prior, a mixture of `mixtures` logistic distributions discretised to the
+    integers (`likelihood`); training charges a digit the code length under it (`bits`).
+    After training, `build_tables` freezes the prior into integer frequency tables (buffers
+    `table_offsets` and `table_freqs`, so they are part of the weights and of the model id):
+    serving codes with those integers alone.
+    """
+
+    arch = "ec64"
+    latent_format = "24xac"
+
+    def __init__(self, args: EntropyCodedArgs = EntropyCodedArgs()) -> None:
+        super().__init__()
+        self.args = args
+        widths = [args.in_dim, *args.hidden, args.latent_dim]
+        self.encoder = _mlp(widths, nn.Identity(), _gelu)
+        self.decoder = _mlp(widths[::-1], nn.Sigmoid(), _gelu)
+        d, k = args.latent_dim, args.mixtures
+        self.prior_logits = nn.Parameter(torch.zeros(d, k))
+        self.prior_means = nn.Parameter(torch.linspace(-1, 1, k).repeat(d, 1))
+        self.prior_log_scales = nn.Parameter(torch.zeros(d, k))
+        self.table_offsets: torch.Tensor
+        self.table_freqs: torch.Tensor
+        self.register_buffer("table_offsets", torch.zeros(d, dtype=torch.int64))
+        self.register_buffer("table_freqs", torch.zeros(d, args.table_width, dtype=torch.int64))
+
+    def likelihood(self, q: torch.Tensor) -> torch.Tensor:
+        """(N, d) latents (integers, or integers plus noise) -> the prior's mass on [q - 1/2, q + 1/2]."""
+        qe = q.unsqueeze(-1)
+        scale = torch.exp(self.prior_log_scales).clamp_min(MIN_SCALE)
+        upper = torch.sigmoid((qe + 0.5 - self.prior_means) / scale)
+        lower = torch.sigmoid((qe - 0.5 - self.prior_means) / scale)
+        weights = torch.softmax(self.prior_logits, dim=-1)
+        mass: torch.Tensor = ((upper - lower) * weights).sum(-1).clamp_min(1e-9)
+        return mass
+
+    def bits(self, q: torch.Tensor) -> torch.Tensor:
+        """(N, d) latents -> (N,) their ideal code length under the prior, in bits."""
+        total: torch.Tensor = -torch.log2(self.likelihood(q)).sum(dim=1)
+        return total
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Training: uniform noise in place of rounding. Eval: rounded latents (without the coder's rate control)."""
+        z = self.encode(x)
+        q = z + torch.rand_like(z) - 0.5 if self.training else torch.round(z)
+        return self.decode(q)
+
+    @torch.no_grad()
+    def build_tables(self) -> None:
+        """Freeze the prior into integer frequency tables, computed in float64 (`arith.quantise`).
+
+        Latent i's table covers the integers from the first whose upper edge (k + 1/2) has prior
+        mass >= TABLE_TAIL below it to the first with mass < TABLE_TAIL above it; the mass
+        beyond either end is folded into the end symbols.
+        """
+        weights = torch.softmax(self.prior_logits.detach().double().cpu(), dim=-1)
+        means = self.prior_means.detach().double().cpu()
+        scales = torch.exp(self.prior_log_scales.detach().double().cpu()).clamp_min(MIN_SCALE)
+        offsets, tables = [], []
+        for i in range(self.args.latent_dim):
+            lo = math.floor(float((means[i] - 40 * scales[i]).min()))
+            hi = math.ceil(float((means[i] + 40 * scales[i]).max()))
+            grid = torch.arange(lo, hi + 1, dtype=torch.float64)
+            edges = (weights[i] * torch.sigmoid((grid.unsqueeze(-1) + 0.5 - means[i]) / scales[i])).sum(-1)
+            first = int(torch.nonzero(edges >= TABLE_TAIL)[0])
+            beyond = torch.nonzero(edges >= 1 - TABLE_TAIL)
+            last = int(beyond[0]) if len(beyond) else len(grid) - 1
+            last = max(first, last)
+            if last - first + 1 > MAX_TABLE_SYMBOLS:
+                raise ValueError(f"latent {i}: its prior needs {last - first + 1} symbols, over {MAX_TABLE_SYMBOLS}")
+            cumulative = torch.cat(
+                [torch.zeros(1, dtype=torch.float64), edges[first:last], torch.ones(1, dtype=torch.float64)]
+            )
+            offsets.append(lo + first)
+            tables.append(arith.quantise(torch.diff(cumulative).numpy()))
+        width = max(len(t) for t in tables)
+        freqs = torch.zeros(self.args.latent_dim, width, dtype=torch.int64)
+        for i, table in enumerate(tables):
+            freqs[i, : len(table)] = torch.tensor(table, dtype=torch.int64)
+        self.args = dataclasses.replace(self.args, table_width=width)
+        self.table_offsets = torch.tensor(offsets, dtype=torch.int64)
+        self.table_freqs = freqs
+
+    def frequency_tables(self) -> arith.FrequencyTables:
+        """The coder's tables; ValueError when they were never built or are damaged."""
+        return arith.FrequencyTables.from_arrays(self.table_offsets.cpu().numpy(), self.table_freqs.cpu().numpy())
+
+    def wire_format(self) -> latent.LatentFormat:
+        return latent.format_for(self.latent_format, tensors_of(self.state_dict()), _args_as_dict(self.args))
+
+
 ARCHITECTURES: dict[str, tuple[type[CodecModel], type[Any]]] = {
     Autoencoder.arch: (Autoencoder, ModelArgs),
     QuantizedAutoencoder.arch: (QuantizedAutoencoder, QuantizedArgs),
+    EntropyCodedAutoencoder.arch: (EntropyCodedAutoencoder, EntropyCodedArgs),
 }
 
 
@@ -181,6 +305,8 @@ def numpy_program(model: nn.Module) -> checkpoint.Program | None:
                 steps.append(["linear", f"{part}.{name}"])
             elif type(module) in _NUMPY_ACTIVATIONS:
                 steps.append([_NUMPY_ACTIVATIONS[type(module)]])
+            elif isinstance(module, nn.GELU) and module.approximate == "tanh":
+                steps.append(["gelu_tanh"])  # the same formula, in float64 (app.codec.engine)
             else:
                 return None
         program[part] = steps
@@ -212,6 +338,7 @@ def torch_model(ckpt: checkpoint.Checkpoint, source: Path | str = "checkpoint") 
     try:
         model = build_model(ckpt.arch, dict(ckpt.model_args))
         model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in ckpt.tensors.items()}, strict=True)
+        model.wire_format()  # "24xac": the frequency tables are sound and every digit can fit
     except Exception as exc:
         raise CheckpointError(
             f"checkpoint {source} does not fit the {ckpt.arch} architecture: {_one_line(exc)}"
@@ -244,6 +371,7 @@ def load_torch_checkpoint(path: Path) -> LoadedModel:
     try:
         model = build_model(arch, dict(ckpt["model_args"]))
         model.load_state_dict(ckpt["state_dict"], strict=True)
+        model.wire_format()  # "24xac": the frequency tables are sound and every digit can fit
     except Exception as exc:
         raise CheckpointError(f"checkpoint {path} does not fit the {arch} architecture: {_one_line(exc)}") from exc
     model.eval().requires_grad_(False)

@@ -7,7 +7,11 @@ classic image codecs, on the same MNIST test digits:
   `Codec.encode` (the encoder, then the latent format's quantisation and
   packing) and `Codec.decode` (unpacking, the decoder, rounding to bytes, PNG);
 - PNG (lossless, optimised), JPEG, WebP (lossy, method 6) and AVIF go through
-  Pillow, as 8-bit grayscale images, at the settings in `CLASSIC_SETTINGS`.
+  Pillow, as 8-bit grayscale images, at the settings in `CLASSIC_SETTINGS`;
+- `--curve CHECKPOINT ...`: the entropy-coded model trained for other code sizes
+  (`python -m app.training.train_ec --code-bytes N`, not served), through the same
+  code path as a served model, drawn as the learned rate-distortion curve with the
+  served `ec64`.
 
 For each: the mean size in bytes, the mean per-image PSNR and the mean SSIM
 (`app.training.quality`). Writes into --out a markdown table (`rate_distortion.md`), the
@@ -32,7 +36,7 @@ import torch
 from PIL import Image, features
 
 from app.codec import imaging
-from app.codec.codecs import Codec, load_codecs, pick_device
+from app.codec.codecs import Codec, load_codec, load_codecs, pick_device
 from app.errors import DataError, StartupError
 from app.settings import Settings
 from app.training import quality
@@ -52,7 +56,7 @@ CLASSIC_SETTINGS: list[tuple[str, dict[str, Any]]] = [
 class Row:
     codec: str  # "PNG", "JPEG", ... or a model name
     setting: str  # "quality 10", or the model's latent format
-    kind: str  # "model" or "classic"
+    kind: str  # "model" (served), "curve" (the entropy-coded model at another size) or "classic"
     digits: int
     mean_bytes: float
     mean_psnr_db: float
@@ -84,7 +88,7 @@ def measure_classic(digits: np.ndarray, codec: str, params: dict[str, Any]) -> R
     return _row(codec, setting, "classic", digits, np.array(sizes), np.stack(decoded), seconds)
 
 
-def measure_model(digits: np.ndarray, codec: Codec) -> Row:
+def measure_model(digits: np.ndarray, codec: Codec, kind: str = "model") -> Row:
     start = time.perf_counter()
     sizes, decoded = [], []
     for pixels in digits:
@@ -92,7 +96,11 @@ def measure_model(digits: np.ndarray, codec: Codec) -> Row:
         sizes.append(len(data))
         decoded.append(imaging.read_digit(codec.decode(data)))
     seconds = time.perf_counter() - start
-    return _row(codec.name, codec.format.name, "model", digits, np.array(sizes), np.stack(decoded), seconds)
+    if kind == "curve":
+        name, setting = f"{codec.name} at {codec.format.nbytes} B", f"{codec.format.name}, {codec.format.nbytes} bytes"
+    else:
+        name, setting = codec.name, codec.format.name
+    return _row(name, setting, kind, digits, np.array(sizes), np.stack(decoded), seconds)
 
 
 def _row(
@@ -118,7 +126,9 @@ def markdown_table(rows: list[Row]) -> str:
         "|---|---|---:|---:|---:|",
     ]
     for r in rows:
-        name = f"**{r.codec}** (this service)" if r.kind == "model" else r.codec
+        name = {"model": f"**{r.codec}** (this service)", "curve": f"{r.codec} (learned curve, not served)"}.get(
+            r.kind, r.codec
+        )
         psnr = "lossless" if r.lossless else f"{r.mean_psnr_db:.2f}"
         lines.append(f"| {name} | {r.setting} | {r.mean_bytes:.1f} | {psnr} | {r.mean_ssim:.4f} |")
     return "\n".join(lines) + "\n"
@@ -136,6 +146,9 @@ def plot(rows: list[Row], path: Path, digits: int) -> None:
         points = [(r.mean_bytes, r.mean_psnr_db) for r in rows if r.codec == codec]
         if points:
             ax.plot(*zip(*points, strict=True), marker=marker, label=codec)
+    learned = sorted((r.mean_bytes, r.mean_psnr_db) for r in rows if r.kind == "curve")
+    if learned:
+        ax.plot(*zip(*learned, strict=True), marker="o", color="black", label="ec64 recipe per size, short runs")
     for r in rows:
         if r.codec == "PNG":
             ax.axvline(r.mean_bytes, color="gray", linestyle="--", label=f"PNG, lossless ({r.mean_bytes:.0f} B)")
@@ -149,10 +162,10 @@ def plot(rows: list[Row], path: Path, digits: int) -> None:
         ylabel="mean PSNR (dB)",
         title=f"Rate-distortion on {digits:,} MNIST test digits",
     )
-    ax.set_xticks([16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768])
+    ax.set_xticks([12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768])
     ax.xaxis.set_major_formatter(ScalarFormatter())
     ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.set_xlim(16, 1000)
+    ax.set_xlim(min([16.0, *(r.mean_bytes * 0.9 for r in rows)]), 1000)
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
@@ -176,6 +189,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=Path("docs"), help="output folder (default docs)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu", help="for the models (default cpu)")
     p.add_argument("--no-classic", action="store_true", help="measure the models only")
+    p.add_argument(
+        "--curve", type=Path, nargs="*", default=[], metavar="CHECKPOINT",
+        help="ec64 checkpoints trained for other code sizes: the learned rate-distortion curve",
+    )  # fmt: skip
     args = p.parse_args(argv)
     if args.limit is not None and args.limit < 1:
         p.error("--limit must be positive")
@@ -185,6 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         device = pick_device(args.device)
         digits = load_test_digits(args.data_root, args.limit)
         codecs = list(load_codecs(settings, device))
+        curve = [load_codec(path, device) for path in args.curve]
     except (DataError, StartupError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -192,6 +210,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = []
     for codec in codecs:
         rows.append(measure_model(digits, codec))
+        log.info("%s", rows[-1])
+    for codec in curve:
+        rows.append(measure_model(digits, codec, "curve"))
         log.info("%s", rows[-1])
     if not args.no_classic:
         for name, params in CLASSIC_SETTINGS:

@@ -1,0 +1,381 @@
+"""Train the entropy-coded model `ec64`: `python -m app.training.train_ec`.
+
+The recipe (every flag overrides it):
+
+- the network: `EntropyCodedAutoencoder` (784-512-256-64, GELU with the tanh approximation,
+  decoder the mirror image ending in a sigmoid) and its prior, per latent a mixture of three
+  logistic distributions discretised to the integers;
+- loss = -(mean per-image PSNR) + lam * (mean code length in bits under the prior)
+  + penalty * mean(max(0, bits - cap)); lam starts at 0 and is adapted after every step,
+  lam += 1e-5 * (batch mean bits - --target-bits), to hold the mean code length at 180
+  bits; it may go negative (a reward for bits) where the cap alone would hold the rate
+  lower. The cap (190 bits) keeps each digit's ideal code under the 192 bits of 24 bytes,
+  with room for the coder's last bit and the tables' rounding; the rate control deals
+  with the few digits over it;
+- uniform noise in [-1/2, 1/2) stands in for the rounding in the first half of training,
+  straight-through rounding (the decoder sees the integers, the gradient passes) after it;
+- Adam, batch 128, one-cycle learning rate to 2e-3 (10% warm-up, cosine down); with
+  --minutes the schedule follows the wall clock instead of the step count and training stops
+  when the time is up (on a machine shared with other jobs, the epochs a budget buys vary);
+- seed 42 for the weights, the shuffling and the noise; torch on one CPU thread by default.
+
+After training the prior is frozen into integer frequency tables (`build_tables`) and the
+test digits go through the real coder (the numpy float64 engine, the rate control, the
+arithmetic code, 24 bytes, the decoder): metrics.json records that PSNR, the distribution
+of code lengths before padding and how many digits the rate control had to move.
+
+Writes into --out (default model_weights/ec64): `ec64.safetensors`, metrics.json, loss_curve.png,
+reconstructions.png, and every --eval-every epochs `state.pt` (weights and history so far,
+which --from-state finishes without training). --code-bytes other than 24 trains the same
+model for another budget (the rate-distortion curve; such a checkpoint is not served).
+--dry-run: one epoch on 128 digits, for tests.
+"""
+
+import argparse
+import json
+import logging
+import math
+import shlex
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from app.codec import arith
+from app.codec.engine import make_engine
+from app.codec.latent import ArithmeticCodedFormat
+from app.codec.model import EntropyCodedArgs, EntropyCodedAutoencoder, checkpoint_of, save_checkpoint
+from app.errors import DataError
+from app.training import quality
+from app.training.train import load_mnist, to_unit
+
+log = logging.getLogger("app.training.train_ec")
+
+
+@dataclass(frozen=True)
+class ECConfig:
+    epochs: int = 150
+    minutes: float | None = None
+    batch_size: int = 128
+    lr: float = 2e-3
+    target_bits: float = 180.0
+    cap_bits: float = 190.0
+    penalty: float = 1.0
+    code_bytes: int = 24
+    latent_dim: int = 64
+    mixtures: int = 3
+    seed: int = 42
+    limit: int | None = None
+    eval_every: int = 10
+    out: Path = Path("model_weights/ec64")
+    data_root: Path = Path("data")
+    threads: int = 1
+    from_state: Path | None = None
+    dry_run: bool = False
+
+
+def parse_args(argv: Sequence[str] | None) -> ECConfig:
+    d = ECConfig()
+    p = argparse.ArgumentParser(prog="python -m app.training.train_ec", description=__doc__.split("\n\n")[0])
+    p.add_argument("--epochs", type=int, default=d.epochs, help=f"passes over the data (default {d.epochs})")
+    p.add_argument("--minutes", type=float, default=None, help="train for this wall time instead of --epochs")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"default {d.batch_size}")
+    p.add_argument("--lr", type=float, default=d.lr, help=f"peak Adam learning rate (default {d.lr})")
+    p.add_argument("--target-bits", type=float, default=d.target_bits, help="mean code length to hold (default 180)")
+    p.add_argument("--cap-bits", type=float, default=d.cap_bits, help="penalised above (default 190)")
+    p.add_argument("--penalty", type=float, default=d.penalty, help="per bit over the cap (default 1)")
+    p.add_argument("--code-bytes", type=int, default=d.code_bytes, help="the fixed code size (default 24)")
+    p.add_argument("--latent-dim", type=int, default=d.latent_dim, help=f"default {d.latent_dim}")
+    p.add_argument("--mixtures", type=int, default=d.mixtures, help="logistics per prior (default 3)")
+    p.add_argument("--seed", type=int, default=d.seed, help=f"default {d.seed}")
+    p.add_argument("--limit", type=int, default=None, help="use only the first N training and test digits")
+    p.add_argument("--eval-every", type=int, default=d.eval_every, help="epochs between test evaluations")
+    p.add_argument("--out", type=Path, default=d.out, help=f"output folder (default {d.out})")
+    p.add_argument("--data-root", type=Path, default=d.data_root, help=f"MNIST root (default {d.data_root})")
+    p.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads (default 1)")
+    p.add_argument("--from-state", type=Path, default=None, help="finish a state.pt of an earlier run, no training")
+    p.add_argument("--dry-run", action="store_true", help="one epoch on 128 digits (for tests)")
+    args = p.parse_args(argv)
+    config = replace(d, **vars(args))
+    if config.dry_run:
+        config = replace(config, epochs=1, minutes=None, limit=min(config.limit or 128, 128), eval_every=1)
+    if config.epochs < 1 or config.batch_size < 1 or config.threads < 1 or config.code_bytes < 1:
+        p.error("--epochs, --batch-size, --threads and --code-bytes must be positive")
+    return config
+
+
+def onecycle_lr(peak: float, progress: float) -> float:
+    """torch's OneCycleLR (cosine, 10% warm-up from peak/25, down to peak/25/1e4) at progress in [0, 1]."""
+    start, end = peak / 25, peak / 25 / 1e4
+    if progress < 0.1:
+        return start + (peak - start) * (1 - math.cos(math.pi * progress / 0.1)) / 2
+    return end + (peak - end) * (1 + math.cos(math.pi * min(1.0, (progress - 0.1) / 0.9))) / 2
+
+
+def train(
+    config: ECConfig, model: EntropyCodedAutoencoder, train_x: torch.Tensor, test_x: torch.Tensor
+) -> list[dict[str, Any]]:
+    torch.manual_seed(config.seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    steps_per_epoch = math.ceil(len(train_x) / config.batch_size)
+    total_steps = config.epochs * steps_per_epoch
+    generator = torch.Generator().manual_seed(config.seed)
+    lam = 0.0
+    history: list[dict[str, Any]] = []
+    start = time.perf_counter()
+    step, done, epoch = 0, False, 0
+
+    def progress() -> float:
+        if config.minutes is not None:
+            return (time.perf_counter() - start) / (60 * config.minutes)
+        return step / total_steps
+
+    while not done:
+        epoch += 1
+        model.train()
+        straight_through = progress() > 0.5 if config.minutes is not None else epoch > config.epochs // 2
+        order = torch.randperm(len(train_x), generator=generator)
+        psnr_sum = bits_sum = over = 0.0
+        seen = 0
+        for i in range(steps_per_epoch):
+            x = to_unit(train_x[order[i * config.batch_size : (i + 1) * config.batch_size]])
+            z = model.encoder(x)
+            if straight_through:
+                q = z + (torch.round(z) - z).detach()
+            else:
+                q = z + torch.rand(z.shape, generator=generator) - 0.5
+            y = model.decoder(q)
+            psnr = -10 * torch.log10(((y - x) ** 2).mean(dim=1) + 1e-5)
+            bits = model.bits(q)
+            loss = -psnr.mean() + lam * bits.mean() + config.penalty * F.relu(bits - config.cap_bits).mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()  # type: ignore[no-untyped-call]
+            now = progress()
+            for group in optimizer.param_groups:
+                group["lr"] = onecycle_lr(config.lr, min(now, 1.0))
+            optimizer.step()
+            step += 1
+            mean_bits = bits.mean().item()
+            lam += 1e-5 * (mean_bits - config.target_bits)
+            psnr_sum += psnr.sum().item()
+            bits_sum += bits.sum().item()
+            over += (bits > config.cap_bits).sum().item()
+            seen += len(x)
+            if (config.minutes is not None and progress() >= 1.0) or (config.minutes is None and step >= total_steps):
+                done = True
+                break
+        row: dict[str, Any] = {
+            "epoch": epoch,
+            "phase": "straight-through" if straight_through else "noise",
+            "train_psnr_db": psnr_sum / seen,
+            "train_bits": bits_sum / seen,
+            "train_over_cap": over / seen,
+            "lam": lam,
+            "lr": optimizer.param_groups[0]["lr"],
+            "seconds": time.perf_counter() - start,
+        }
+        if done and seen < len(train_x):
+            row["digits_this_epoch"] = seen
+        if epoch % config.eval_every == 0 or done:
+            row.update(ideal_metrics(model, test_x, 8 * config.code_bytes))
+            config.out.mkdir(parents=True, exist_ok=True)
+            torch.save({"state_dict": model.state_dict(), "history": [*history, row]}, config.out / "state.pt")
+        history.append(row)
+        log.info(
+            "epoch %d %s", epoch, json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()})
+        )
+    return history
+
+
+@torch.inference_mode()
+def ideal_metrics(model: EntropyCodedAutoencoder, test_x: torch.Tensor, budget: int) -> dict[str, float]:
+    """Test PSNR with rounded latents and no rate control, and the ideal code lengths under the prior."""
+    model.eval()
+    x = to_unit(test_x)
+    q = torch.round(model.encoder(x))
+    served = torch.round(model.decoder(q).clamp(0, 1) * 255) / 255
+    psnr = -10 * torch.log10(((served.double() - x.double()) ** 2).mean(dim=1).clamp_min(1e-10))
+    bits = model.bits(q)
+    return {
+        "test_psnr_db_rounded": psnr.mean().item(),
+        "test_bits_mean": bits.mean().item(),
+        "test_bits_max": bits.max().item(),
+        "test_over_budget": (bits > budget).double().mean().item(),
+    }
+
+
+def coded_metrics(
+    model: EntropyCodedAutoencoder, test_x: torch.Tensor, code_bytes: int
+) -> tuple[dict[str, Any], np.ndarray]:
+    """Every test digit through the served path (numpy engine, rate control, coder, decoder)."""
+    fmt = ArithmeticCodedFormat(model.frequency_tables(), code_bytes)
+    engine = make_engine(checkpoint_of(model, {}), "cpu")
+    pixels = test_x.numpy()
+    z = engine.encode(pixels)
+    before, sent, moved = [], [], []
+    data = bytearray()
+    start = time.perf_counter()
+    for row in z:
+        clamped = np.clip(np.rint(row.astype(np.float64)).astype(np.int64), fmt.tables.lo, fmt.tables.hi)
+        before.append(arith.encode(fmt.tables, clamped)[1])
+        _q, m, k, steps = fmt.code(row)
+        sent.append(k)
+        moved.append(steps)
+        data += arith.to_bytes(m, k, code_bytes)
+    code_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    values = fmt.unpack_many(bytes(data))
+    decode_seconds = time.perf_counter() - start
+    decoded = engine.decode(values)
+    psnr = quality.psnr_db(pixels.reshape(-1, 28, 28), decoded.reshape(-1, 28, 28))
+    b, s, mv = np.array(before), np.array(sent), np.array(moved)
+    budget = 8 * code_bytes
+    return {
+        "psnr_mean_db": float(psnr.mean()),
+        "digits": len(pixels),
+        "code_bytes": code_bytes,
+        "code_bits_before_rate_control": _distribution(b) | {"over_budget": int((b > budget).sum())},
+        "code_bits_sent": _distribution(s),
+        "rate_control": {
+            "digits_moved": int((mv > 0).sum()),
+            "max_steps": int(mv.max()),
+            "mean_steps": float(mv.mean()),
+        },
+        "all_mode_bits": arith.encode(fmt.tables, fmt.tables.mode)[1],
+        "table_symbols": {"min": min(len(t) for t in fmt.tables.freqs), "max": max(len(t) for t in fmt.tables.freqs)},
+        "coder_us_per_digit": {
+            "encode_with_rate_control": 1e6 * code_seconds / len(pixels),
+            "decode": 1e6 * decode_seconds / len(pixels),
+        },
+    }, decoded
+
+
+def _distribution(values: np.ndarray) -> dict[str, Any]:
+    return {
+        "mean": float(values.mean()),
+        "min": int(values.min()),
+        "p1": float(np.percentile(values, 1)),
+        "p50": float(np.percentile(values, 50)),
+        "p99": float(np.percentile(values, 99)),
+        "max": int(values.max()),
+        "histogram_8bit_bins": {
+            f"{lo}-{lo + 7}": int(((values >= lo) & (values < lo + 8)).sum())
+            for lo in range(int(values.min()) // 8 * 8, int(values.max()) + 1, 8)
+        },
+    }
+
+
+def write_pictures(
+    out: Path, history: list[dict[str, Any]], test_x: torch.Tensor, decoded: np.ndarray, arch: str, code_bytes: int
+) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    epochs = [row["epoch"] for row in history]
+    ax.plot(epochs, [row["train_psnr_db"] for row in history], label="train PSNR (noise, then rounding)")
+    evaluated = [row for row in history if "test_psnr_db_rounded" in row]
+    ax.plot([r["epoch"] for r in evaluated], [r["test_psnr_db_rounded"] for r in evaluated], "o-",
+            label="test PSNR (rounded latents)")  # fmt: skip
+    ax.set(xlabel="epoch", ylabel="mean PSNR (dB)", title=f"{arch} training, {code_bytes}-byte code")
+    twin = ax.twinx()
+    twin.plot(epochs, [row["train_bits"] for row in history], color="gray", linestyle=":", label="train bits")
+    twin.set_ylabel("mean code length under the prior (bits)")
+    ax.legend(loc="lower right", fontsize=8)
+    twin.legend(loc="center right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "loss_curve.png", dpi=100)
+    plt.close(fig)
+
+    n = min(10, len(test_x))
+    fig, axes = plt.subplots(2, n, figsize=(n, 2.2), squeeze=False)
+    for i in range(n):
+        axes[0][i].imshow(test_x[i].reshape(28, 28).numpy(), cmap="gray", vmin=0, vmax=255)
+        axes[1][i].imshow(decoded[i].reshape(28, 28), cmap="gray", vmin=0, vmax=255)
+        axes[0][i].axis("off")
+        axes[1][i].axis("off")
+    fig.suptitle(f"{arch}: test digits (top) and decoded from {code_bytes} coded bytes (bottom)", fontsize=8)
+    fig.savefig(out / "reconstructions.png", dpi=100)
+    plt.close(fig)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    config = parse_args(argv)
+    command = " ".join(["python -m app.training.train_ec", shlex.join(sys.argv[1:] if argv is None else argv)]).strip()
+    try:
+        train_x, test_x, md5s = load_mnist(config.data_root, config.limit)
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    torch.manual_seed(config.seed)
+    model = EntropyCodedAutoencoder(
+        EntropyCodedArgs(latent_dim=config.latent_dim, mixtures=config.mixtures, code_bytes=config.code_bytes)
+    )
+    if config.from_state is not None:
+        state = torch.load(config.from_state, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["state_dict"], strict=False)  # the tables are built below
+        history = list(state["history"])
+        research_args = state.get("research_args")
+        log.info("finishing %s: %d epochs trained", config.from_state, len(history))
+    else:
+        log.info("training on %d digits, validating on %d", len(train_x), len(test_x))
+        torch.set_num_threads(config.threads)
+        # Denormals flushed to zero while training (as app.training.train does, and the research run did), and
+        # only then: the flag is the CPU thread's, and the coded evaluation below must run as the service does.
+        torch.set_flush_denormal(True)
+        try:
+            history = train(config, model, train_x, test_x)
+        finally:
+            torch.set_flush_denormal(False)
+        research_args = None
+    model.eval().requires_grad_(False)
+    model.build_tables()
+    coded, decoded = coded_metrics(model, test_x, config.code_bytes)
+    metrics: dict[str, Any] = {
+        "command": command,
+        "arch": model.arch,
+        "config": {
+            **asdict(config),
+            "out": str(config.out),
+            "data_root": str(config.data_root),
+            "from_state": None if config.from_state is None else str(config.from_state),
+        },
+        "device": "cpu",
+        "torch": str(torch.__version__),
+        "data_md5": md5s,
+        "train_digits": len(train_x),
+        "test_digits": len(test_x),
+        "train_seconds": round(history[-1]["seconds"], 1),
+        "epochs_trained": len(history),
+        # --from-state: the arguments of the run that wrote the state, when it recorded them
+        "trained_with": research_args,
+        "epochs": history,
+        # as served: PNG in, rate control and code, 24 bytes, decoder, bytes out (PNG is lossless on them)
+        "test": {"psnr_mean_db": coded["psnr_mean_db"], "served_psnr_mean_db": coded["psnr_mean_db"]},
+        "coded": coded,
+    }
+    config.out.mkdir(parents=True, exist_ok=True)
+    metrics["model_id"] = save_checkpoint(config.out / f"{model.arch}.safetensors", model, metadata=metrics)
+    (config.out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_pictures(config.out, history, test_x, decoded, model.arch, config.code_bytes)
+    before = coded["code_bits_before_rate_control"]
+    log.info(
+        "done: %d epochs, %.0fs; coded test PSNR %.2f dB at %d bytes; code bits mean %.1f, max %d before rate "
+        "control; %s",
+        len(history), metrics["train_seconds"], coded["psnr_mean_db"], config.code_bytes, before["mean"],
+        before["max"], metrics["model_id"],
+    )  # fmt: skip
+    return 0 if math.isfinite(coded["psnr_mean_db"]) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
