@@ -162,11 +162,10 @@ def compare(
         ]
         if ec64:
             coded = httpx.post(server.url + "/encode?model=ec64", files={"img": ("7.png", png)}).content
+            form = f"multipart/form-data; boundary={BOUNDARY}"
             targets += [
-                Target(
-                    "encode ec64", "/encode?model=ec64", multipart(png), f"multipart/form-data; boundary={BOUNDARY}"
-                ),
-                Target("decode ec64", "/decode?model=ec64", coded, "application/octet-stream"),
+                Target("encode-ec64", "/encode?model=ec64", multipart(png), form),
+                Target("decode-ec64", "/decode?model=ec64", coded, "application/octet-stream"),
             ]
         load = wrk_load if shutil.which("wrk") else python_load
         for target in targets:  # warm-up
