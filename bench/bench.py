@@ -167,11 +167,10 @@ def compare(
         ]
         if ec64:
             coded = httpx.post(server.url + "/encode?model=ec64", files={"img": ("7.png", png)}).content
+            form = f"multipart/form-data; boundary={BOUNDARY}"
             targets += [
-                Target(
-                    "encode ec64", "/encode?model=ec64", multipart(png), f"multipart/form-data; boundary={BOUNDARY}"
-                ),
-                Target("decode ec64", "/decode?model=ec64", coded, "application/octet-stream"),
+                Target("encode-ec64", "/encode?model=ec64", multipart(png), form),
+                Target("decode-ec64", "/decode?model=ec64", coded, "application/octet-stream"),
             ]
         load = wrk_load if shutil.which("wrk") else python_load
         for target in targets:  # warm-up
@@ -435,7 +434,7 @@ def render(
         "|---|---|---|---|---|",
     ]
     for name in ("encode", "decode"):
-        base, ec = one[f"service {name}"], one[f"service {name} ec64"]
+        base, ec = one[f"service {name}"], one[f"service {name}-ec64"]
         lines.append(
             f"| /{name} | {base.rps:,.0f} | {ec.rps:,.0f} | {ec.rps / base.rps:.2f} ({_yes(ec.rps >= 0.8 * base.rps)}) "
             f"| {ec.p50_ms:.2f} / {ec.p99_ms:.2f} |"
