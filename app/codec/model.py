@@ -245,7 +245,9 @@ class EntropyCodedAutoencoder(CodecModel):
         return arith.FrequencyTables.from_arrays(self.table_offsets.cpu().numpy(), self.table_freqs.cpu().numpy())
 
     def wire_format(self) -> latent.LatentFormat:
-        return latent.format_for(self.latent_format, tensors_of(self.state_dict()), _args_as_dict(self.args))
+        # Only the two table buffers: the same function builds the format from a checkpoint's tensors.
+        tables = {"table_offsets": self.table_offsets.cpu().numpy(), "table_freqs": self.table_freqs.cpu().numpy()}
+        return latent.format_for(self.latent_format, tables, _args_as_dict(self.args))
 
 
 ARCHITECTURES: dict[str, tuple[type[CodecModel], type[Any]]] = {
