@@ -36,6 +36,11 @@ class Settings(BaseSettings):
     max_batch_bytes: int = Field(
         default=16 * 1024 * 1024, gt=0, description="Largest body of a batch request; larger ones get 413."
     )
+    batch_workers: int = Field(
+        default=1,
+        gt=0,
+        description="Batch requests worked on at once, each in a worker thread off the event loop; more wait.",
+    )
     batching: Literal["auto", "on", "off"] = Field(
         default="auto", description="Micro-batch concurrent single requests; 'auto' is on for CUDA, off on the CPU."
     )

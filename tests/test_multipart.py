@@ -1,5 +1,7 @@
 """Multipart bodies as RFC 2046 (5.1.1) frames them: the preamble and the epilogue are ignored."""
 
+from collections.abc import AsyncGenerator
+
 import httpx
 import pytest
 
@@ -64,3 +66,54 @@ def test_skip_preamble_finds_the_first_delimiter_line_only() -> None:
     # A boundary string inside a preamble line is not a delimiter: only one at a line's start is.
     tricky = b"mentions --b0undary mid-line\r\n" + body
     assert skip_preamble(tricky, CONTENT_TYPE) == body
+
+
+def text(name: str, value: bytes) -> bytes:
+    return f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'.encode() + value + b"\r\n"
+
+
+async def test_the_batch_parser_reads_what_starlettes_reads() -> None:
+    """app/service/multipart.py (the batch endpoint's, in a worker thread) against Starlette's parser."""
+    from starlette.datastructures import Headers, UploadFile
+    from starlette.formparsers import MultiPartParser
+
+    from app.service import multipart
+
+    tricky = b"\r\n--b0undar, not a delimiter\r\n"
+    body = framed(
+        part("img", b"PNG one"), text("note", "caf\u00e9".encode()), part("other", b"x" * 70_000), part("img", tricky)
+    )
+
+    async def stream() -> AsyncGenerator[bytes, None]:
+        yield body
+
+    form = await MultiPartParser(Headers({"content-type": CONTENT_TYPE}), stream()).parse()
+    theirs = []
+    for name, value in form.multi_items():
+        if isinstance(value, UploadFile):
+            theirs.append((name, value.filename, await value.read()))
+        else:
+            theirs.append((name, None, value.encode()))
+    await form.close()
+    ours = [(p.name, p.filename, bytes(p.data)) for p in multipart.parse(body, CONTENT_TYPE, 10, 10)]
+    assert ours == theirs and len(ours) == 4
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "detail"),
+    [
+        pytest.param(framed(text("img", b"not a file")), 422, "item 0: field 'img' must be a file upload", id="text"),
+        pytest.param(
+            framed(b"--b0undary\r\nContent-Disposition: form-data\r\n\r\nx\r\n"),
+            400,
+            'malformed multipart body: The Content-Disposition header field "name" must be provided.',
+            id="no-name",
+        ),
+        pytest.param(framed(b"--b0undary\r\nno colon\r\n\r\nx\r\n"), 400, "Invalid multipart data", id="bad-header"),
+        pytest.param(framed(*[text(f"t{i}", b"x") for i in range(9)]), 400, "Too many fields", id="fields"),
+    ],
+)
+async def test_batch_multipart_errors(client: httpx.AsyncClient, body: bytes, status: int, detail: str) -> None:
+    response = await client.post("/encode/batch", content=body, headers={"content-type": CONTENT_TYPE})
+    assert response.status_code == status, response.text
+    assert detail in response.json()["detail"]

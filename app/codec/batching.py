@@ -9,12 +9,24 @@ batch (app/codec/engine.py), so batching never changes a byte.
 """
 
 import asyncio
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+HISTORY = 1024  # batch sizes kept (the latest ones), for tests and debugging; the metrics have them all
+
 
 class MicroBatcher:
+    """Requests wait on the event loop; the model runs in the batcher's one worker thread.
+
+    A model call never runs on the loop: on CUDA, the kernels and the copy back to the
+    host take the time of a batch, and the loop would stand still for it (every other
+    request and /healthz with it). The worker is one thread, so batches reach the model
+    in the order they were formed, one at a time, and each request gets its own row.
+    """
+
     def __init__(
         self,
         run: Callable[[np.ndarray], np.ndarray],
@@ -26,10 +38,11 @@ class MicroBatcher:
         self.on_batch = on_batch  # told each batch's size (metrics)
         self.max_batch = max_batch
         self.max_wait_s = max_wait_us / 1e6
-        self.sizes: list[int] = []  # batch sizes run so far, for tests and metrics
+        self.sizes: deque[int] = deque(maxlen=HISTORY)  # the latest batch sizes
         self._items: list[np.ndarray] = []
         self._futures: list[asyncio.Future[np.ndarray]] = []
         self._timer: asyncio.TimerHandle | None = None
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="micro-batch")
 
     async def submit(self, item: np.ndarray) -> np.ndarray:
         """One input row -> its output row, computed together with whatever arrives meanwhile."""
@@ -54,13 +67,24 @@ class MicroBatcher:
         self.sizes.append(len(items))
         if self.on_batch is not None:
             self.on_batch(len(items))
-        try:
-            outputs = self.run(np.stack(items))
-        except Exception as exc:  # every waiting request learns of it
-            for future in futures:
-                if not future.done():
-                    future.set_exception(exc)
-            return
-        for future, output in zip(futures, outputs, strict=True):
-            if not future.done():  # a client may have gone away
-                future.set_result(output)
+        done = asyncio.get_running_loop().run_in_executor(self._worker, self._run_batch, items)
+        done.add_done_callback(lambda outcome: _deliver(outcome, futures))
+
+    def _run_batch(self, items: list[np.ndarray]) -> np.ndarray:
+        return self.run(np.stack(items))  # in the worker thread
+
+
+def _deliver(outcome: "asyncio.Future[np.ndarray]", futures: list["asyncio.Future[np.ndarray]"]) -> None:
+    """On the loop: row i of the batch's output to request i, or its error to every one of them."""
+    try:
+        outputs = outcome.result()
+        if len(outputs) != len(futures):
+            raise RuntimeError(f"the model gave {len(outputs)} rows for a batch of {len(futures)}")
+    except BaseException as exc:  # every waiting request learns of it (cancelled too: none waits forever)
+        for future in futures:
+            if not future.done():
+                future.set_exception(exc)
+        return
+    for future, output in zip(futures, outputs, strict=True):
+        if not future.done():  # a client may have gone away
+            future.set_result(output)

@@ -412,3 +412,11 @@ def read_container(data: bytes) -> Container:
 
 def is_container(data: bytes) -> bool:
     return data.startswith(CONTAINER_MAGIC)
+
+
+def container_count(data: bytes) -> int | None:
+    """The number of latents a container's header promises, read from the header alone (the rest
+    unread and unchecked: `read_container` does that); None when `data` has no container header."""
+    if len(data) < HEADER_BYTES or not is_container(data):
+        return None
+    return int(np.frombuffer(data, dtype=CONTAINER_HEADER, count=1)[0]["count"])

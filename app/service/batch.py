@@ -13,20 +13,27 @@ Accept header names its media type, application/x-mnist-latents; raw stays the d
 it with the model whose id it holds, as it would for an X-Model-Id header.
 
 Item i of the answer is byte for byte what /encode or /decode gives for item i
-alone. Errors name the index of the first bad item. Large batches run in a
-worker thread (numpy lets go of the GIL), so single requests keep flowing.
+alone. Errors name the index of the first bad item. The item count is checked
+from the body's length (or a container's or .npy header) before anything is
+unpacked; every per-item step (unpacking, coding, PNG reading, .npy and container
+reading and writing, multipart parsing) runs in a worker thread unless the batch
+is one small item, so the event loop, and /healthz with it, keeps answering.
 """
 
+import asyncio
 import io
-from typing import Any
+import weakref
+from collections.abc import Callable
+from typing import TypeVar
 
 import numpy as np
-from anyio import to_thread
-from fastapi import APIRouter, Request, Response
+from anyio import CapacityLimiter, to_thread
+from fastapi import APIRouter, HTTPException, Request, Response
 
 from app.codec import imaging, latent
 from app.codec.codecs import Codec
 from app.errors import CodecError, LatentError, RequestFormatError
+from app.service import multipart
 from app.service.http import (
     MODEL_ID_HEADER,
     MODEL_ID_PARAM,
@@ -34,7 +41,6 @@ from app.service.http import (
     codec_for_latent,
     current_codec,
     error_responses,
-    read_file_fields_named,
 )
 from app.service.observability import observe_batch
 
@@ -42,13 +48,25 @@ NPY = "application/x-npy"
 OCTET_STREAM = "application/octet-stream"
 CONTAINER = latent.CONTAINER_MEDIA_TYPE
 BINARY = {"type": "string", "format": "binary"}
-INLINE_MAX = 64  # batches up to this size run on the event loop: a thread hop costs more
+# A batch job runs on the event loop only when it is this small, so that no request holds the loop
+# for more than about 1 ms (LOOP_BUDGET_MS); anything larger goes to a worker thread. Measured by
+# `python -m bench.inline` (README, "What runs where"): one ec64 item of noise costs 0.74 ms to encode,
+# two 1.8 ms; 64 KiB of multipart body about 0.2 ms. A thread hop costs 0.06 to 0.12 ms of latency.
+LOOP_BUDGET_MS = 1.0
+INLINE_MAX = 1  # items
+INLINE_MAX_BYTES = 64 * 1024  # of request body
+T = TypeVar("T")
 
 router = APIRouter()
 
 
 def _settings_limit(request: Request) -> int:
     return int(request.app.state.settings.max_batch_items)
+
+
+def _read_container(body: bytes) -> tuple[latent.Container, bytes]:
+    stored = latent.read_container(body)
+    return stored, b"".join(stored.latents)
 
 
 def _check_count(count: int, limit: int, what: str) -> None:
@@ -58,8 +76,23 @@ def _check_count(count: int, limit: int, what: str) -> None:
         raise RequestFormatError(f"at most {limit} {what}s per batch; received {count}")
 
 
+def npy_rows(body: bytes) -> int | None:
+    """The row count a .npy body's header declares, read from the header alone; None when it has none."""
+    stream = io.BytesIO(body)
+    try:
+        version = np.lib.format.read_magic(stream)
+        read_header = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+        shape = read_header[version](stream)[0]
+    except Exception:  # not a .npy, or a version read elsewhere: np.load says what is wrong
+        return None
+    return int(shape[0]) if shape else None
+
+
 def read_npy_digits(body: bytes, limit: int) -> np.ndarray:
     """A .npy body as a (N, 28, 28) uint8 array; never unpickles anything."""
+    rows = npy_rows(body)
+    if rows is not None and rows > limit:  # before reading any of it
+        _check_count(rows, limit, "digit")
     try:
         array = np.load(io.BytesIO(body), allow_pickle=False)
     except Exception as exc:  # numpy raises several kinds for a bad file
@@ -78,6 +111,24 @@ def npy_bytes(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def read_png_fields(body: bytes, content_type: str, limit: int) -> tuple[list[str], np.ndarray]:
+    """The file names and digits of a multipart body's "img" parts, in order (a worker thread's job)."""
+    example = "curl -F img=@FILE1 -F img=@FILE2"
+    try:
+        parts = multipart.parse(body, content_type, max_files=limit + 1, max_fields=8)
+    except multipart.MultipartError as exc:
+        raise HTTPException(400, f"malformed multipart body: {exc}") from exc
+    images = [part for part in parts if part.name == "img"]
+    if not images:
+        raise RequestFormatError(f"no file field 'img' holding a 28x28 PNG ({example})")
+    if len(images) > limit:
+        raise RequestFormatError(f"at most {limit} 'img' parts per request; received more")
+    for index, part in enumerate(images):
+        if part.filename is None:
+            raise RequestFormatError(f"item {index}: field 'img' must be a file upload, not a text field")
+    return [part.filename or "" for part in images], _read_pngs([bytes(part.data) for part in images])
+
+
 def _read_pngs(pngs: list[bytes]) -> np.ndarray:
     digits = np.empty((len(pngs), imaging.SIDE, imaging.SIDE), dtype=np.uint8)
     for index, png in enumerate(pngs):
@@ -88,10 +139,33 @@ def _read_pngs(pngs: list[bytes]) -> np.ndarray:
     return digits
 
 
-async def _run(function: Any, count: int, *args: Any) -> Any:
-    if count <= INLINE_MAX:
-        return function(*args)
-    return await to_thread.run_sync(function, *args)
+async def off_loop(request: Request, function: Callable[[], T], items: int, nbytes: int) -> T:
+    """`function()`, on the event loop when the batch is small enough, else in a worker thread.
+
+    Small: at most INLINE_MAX items and INLINE_MAX_BYTES of body, so the loop is held for at most
+    about LOOP_BUDGET_MS. Large: in a worker thread, at most `batch_workers` of them at once.
+    """
+    if items <= INLINE_MAX and nbytes <= INLINE_MAX_BYTES:
+        return function()
+    return await to_thread.run_sync(function, limiter=_batch_workers(request))
+
+
+def _batch_workers(request: Request) -> CapacityLimiter:
+    """The app's limiter of batch jobs at once (`batch_workers`), one per event loop: a limiter is its loop's.
+
+    Each job holds the GIL for its Python parts (the ec64 coder), and the loop takes its turn
+    behind every running one: with anyio's default of 40 threads, 8 concurrent ec64 batches held
+    /healthz up to 201 ms, with 2 workers 130 ms, with one 45 ms (README, "What runs where").
+    """
+    state = request.app.state
+    by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, CapacityLimiter] | None
+    by_loop = getattr(state, "batch_workers", None)
+    if by_loop is None:
+        by_loop = state.batch_workers = weakref.WeakKeyDictionary()
+    loop = asyncio.get_running_loop()
+    if loop not in by_loop:
+        by_loop[loop] = CapacityLimiter(state.settings.batch_workers)
+    return by_loop[loop]
 
 
 @router.post(
@@ -128,24 +202,36 @@ async def _run(function: Any, count: int, *args: Any) -> Any:
 async def encode_batch(request: Request) -> Response:
     codec: Codec = current_codec(request)  # first: an unknown model is a 404 whatever the body, as on /encode
     limit = _settings_limit(request)
-    names: list[str] | None = None
-    if request.headers.get("content-type", "").startswith("multipart/form-data"):
-        named = await read_file_fields_named(request, "img", "a 28x28 PNG", limit)
-        pngs = [data for _, data in named]
-        names = [name for name, _ in named]
-        digits = await _run(_read_pngs, len(pngs), pngs)
+    content_type = request.headers.get("content-type", "")
+    container = wants_container(request)
+    body = await request.body()
+    if content_type.startswith("multipart/form-data"):
+        # Parts are known only once parsed; on a small body, count the delimiter lines (a C scan) instead.
+        items = body.count(b"\r\n--") if len(body) <= INLINE_MAX_BYTES else len(body)
+
+        def read() -> tuple[list[str] | None, np.ndarray]:
+            return read_png_fields(body, content_type, limit)
     else:
-        digits = read_npy_digits(await request.body(), limit)
-    observe_batch(request, len(digits))
-    body = await _run(codec.encode_many, len(digits), digits)
-    headers = {"X-Model-Id": codec.model_id}
-    if not wants_container(request):
-        return Response(body, media_type=OCTET_STREAM, headers=headers)
+        items = npy_rows(body) or 0
+
+        def read() -> tuple[list[str] | None, np.ndarray]:
+            return None, read_npy_digits(body, limit)
+
+    def encode() -> tuple[int, bytes]:
+        names, digits = read()
+        latents = codec.encode_many(digits)
+        return len(digits), container_bytes(codec, latents, names) if container else latents
+
+    count, answer = await off_loop(request, encode, items, len(body))
+    observe_batch(request, count)
+    return Response(answer, media_type=CONTAINER if container else OCTET_STREAM, headers={"X-Model-Id": codec.model_id})
+
+
+def container_bytes(codec: Codec, latents: bytes, names: list[str] | None) -> bytes:
     step = latent.LATENT_BYTES
-    items = [body[i : i + step] for i in range(0, len(body), step)]
+    items = [latents[i : i + step] for i in range(0, len(latents), step)]
     usable = names if names and all(_fits_container(name) for name in names) else None
-    container = latent.Container(codec.model_id, codec.format.name, items, usable)
-    return Response(latent.write_container(container), media_type=CONTAINER, headers=headers)
+    return latent.write_container(latent.Container(codec.model_id, codec.format.name, items, usable))
 
 
 def wants_container(request: Request) -> bool:
@@ -182,16 +268,28 @@ def _fits_container(name: str) -> bool:
 )
 async def decode_batch(request: Request) -> Response:
     current_codec(request)  # first: an unknown ?model= is a 404 whatever the body, as on /decode
+    limit = _settings_limit(request)
     body = await request.body()
-    stored: latent.Container | None = None
     if request.headers.get("content-type", "").split(";")[0].strip().lower() == CONTAINER:
-        stored = latent.read_container(body)
-        body = b"".join(stored.latents)
-    codec: Codec = codec_for_latent(request, stored.model_id if stored else None)
-    if stored is not None and stored.format_name != codec.format.name:
-        raise LatentError(f"the container holds {stored.format_name} latents; {codec.name} reads {codec.format.name}")
-    z = codec.format.unpack_many(body)
-    _check_count(len(z), _settings_limit(request), "latent")
-    observe_batch(request, len(z))
-    pixels = await _run(codec.decode_many, len(z), z)
-    return Response(npy_bytes(pixels), media_type=NPY, headers={"X-Model-Id": codec.model_id})
+        promised = latent.container_count(body)  # from the header, before any of the rest is read
+        if promised is not None and promised > limit:
+            _check_count(promised, limit, "latent")
+        stored, data = await off_loop(request, lambda: _read_container(body), promised or 0, len(body))
+        codec: Codec = codec_for_latent(request, stored.model_id)
+        if stored.format_name != codec.format.name:
+            raise LatentError(
+                f"the container holds {stored.format_name} latents; {codec.name} reads {codec.format.name}"
+            )
+    else:
+        codec = codec_for_latent(request)
+        data = body
+    step = codec.format.nbytes
+    if len(data) % step == 0:  # else unpack_many says so, before decoding anything
+        _check_count(len(data) // step, limit, "latent")
+
+    def decode() -> bytes:
+        return npy_bytes(codec.decode_many(codec.format.unpack_many(data)))
+
+    answer = await off_loop(request, decode, len(data) // step, len(data))
+    observe_batch(request, len(data) // step)
+    return Response(answer, media_type=NPY, headers={"X-Model-Id": codec.model_id})

@@ -166,26 +166,6 @@ async def read_file_field(request: Request, field: str, what: str) -> bytes:
         return await part.read()
 
 
-async def read_file_fields_named(request: Request, field: str, what: str, max_items: int) -> list[tuple[str, bytes]]:
-    """The file name and bytes of every file part named `field`, in order; at least one, at most `max_items`."""
-    content_type = request.headers.get("content-type", "")
-    example = f"curl -F {field}=@FILE1 -F {field}=@FILE2"
-    if not content_type.startswith("multipart/form-data"):
-        raise RequestFormatError(f"expected multipart/form-data with file fields '{field}' ({example})")
-    async with multipart_form(request, max_files=max_items + 1, max_fields=8) as form:
-        parts = form.getlist(field)
-        if not parts:
-            raise RequestFormatError(f"no file field '{field}' holding {what} ({example})")
-        if len(parts) > max_items:
-            raise RequestFormatError(f"at most {max_items} '{field}' parts per request; received more")
-        data = []
-        for index, part in enumerate(parts):
-            if not isinstance(part, UploadFile):
-                raise RequestFormatError(f"item {index}: field '{field}' must be a file upload, not a text field")
-            data.append((part.filename or "", await part.read()))
-        return data
-
-
 @contextlib.asynccontextmanager
 async def multipart_form(request: Request, max_files: int, max_fields: int) -> AsyncIterator[FormData]:
     """The request's multipart/form-data body, parsed; its upload files closed on leaving.
