@@ -69,7 +69,12 @@ def install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, CodecError)
         return JSONResponse({"detail": str(exc)}, status_code=status_for(exc))
 
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        # FastAPI's last-resort layer answers with this, then re-raises: the guard logs the traceback once.
+        return JSONResponse({"detail": "internal server error"}, status_code=500)
+
     app.add_exception_handler(CodecError, codec_error)
+    app.add_exception_handler(Exception, internal_error)
 
 
 MODEL_ID_HEADER = {
