@@ -126,9 +126,12 @@ class Guard:
         status = 0
         sent_bytes = 0
         complete = False
+        gone = False  # the client left before its answer was complete
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status, sent_bytes, complete
+            nonlocal status, sent_bytes, complete, gone
+            if scope.get(CLIENT_GONE):  # the server will drop this message: the client never gets its answer
+                gone = True
             if message["type"] == "http.response.start":
                 status = message["status"]
                 raw = [item for item in message.get("headers", ()) if item[0].lower() != _REQUEST_ID]
@@ -139,7 +142,6 @@ class Guard:
                 complete = complete or not message.get("more_body", False)
             await send(message)
 
-        gone = False  # the client left: a disconnect came through receive
         try:
             refusal = self._check_head(scope, len(headers), head_bytes, hosts)
             if refusal is not None:
