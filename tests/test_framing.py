@@ -176,3 +176,25 @@ def test_an_explicit_other_protocol_starts_with_a_one_line_warning(tmp_path: Pat
 def test_the_documented_command_starts_without_a_warning(server: Server) -> None:
     """`server` runs the container's command (bench.server), the one make, Docker and `mnist-codec serve` run."""
     assert "lacks the service's limits" not in server.log
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        pytest.param(
+            b"HEAD /static/demo.js HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 200, id="head-no-body-write"
+        ),
+        pytest.param(b"GET /static/demo.js HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 200, id="file"),
+        pytest.param(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 200, id="small"),
+    ],
+)
+def test_every_answer_goes_out_whole_with_its_head_joined_to_the_body(
+    server: Server, request_bytes: bytes, status: int
+) -> None:
+    """The head is held for the body's first write: an answer with no body write (HEAD) still gets its head."""
+    answer, seconds, closed = exchange(server.port, request_bytes)
+    assert answer.startswith(b"HTTP/1.1 %d " % status) and closed and seconds < 2, (answer[:120], seconds)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    if request_bytes.startswith(b"GET"):
+        length = int(next(line for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:"))[15:])
+        assert len(body) == length
