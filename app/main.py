@@ -1,9 +1,14 @@
 """The FastAPI service: /encode, /decode, their batch forms, /models, /healthz, /readyz.
 
-Run it with `uvicorn app.main:app --http app.service.protocol:LimitedHttpToolsProtocol` (the Dockerfile's
-command). The models are loaded once, in the lifespan, before the first request;
-a checkpoint that cannot be loaded stops the process with one line. /encode and
+Run it with `uvicorn app.main:app --http app.service.protocol:LimitedHttpToolsProtocol` (the
+Dockerfile's command; a plain `uvicorn app.main:app` gets that protocol too: see
+app.service.protocol). The models are loaded once, in the lifespan, before the first
+request; a checkpoint that cannot be loaded stops the process with one line. /encode and
 /decode take `?model=NAME` (see GET /models); without it they use the default.
+
+Every HTTP request goes through the guard (app.service.middleware: limits, request id,
+metrics, access log). A route declared as `async def f(request: Request) -> Response` is
+then called directly (app.service.direct); any other route takes FastAPI's own path.
 """
 
 import gc
@@ -19,6 +24,7 @@ from app.codec import imaging, latent
 from app.codec.codecs import Codec, Codecs, load_codecs, pick_device
 from app.errors import StartupError
 from app.service.batch import router as batch_router
+from app.service.direct import DirectRoutes
 from app.service.http import (
     MODEL_ID_HEADER,
     MODEL_ID_PARAM,
@@ -30,9 +36,10 @@ from app.service.http import (
     loaded_codecs,
     read_file_field,
 )
-from app.service.middleware import CatchUnexpected, ConcurrencyLimit, HeaderLimit, ReadBody
+from app.service.middleware import Guard, guard_kwargs
 from app.service.observability import install_observability
 from app.service.pages import install_pages
+from app.service.protocol import check_protocol
 from app.service.schemas import Health, LatentFormatInfo, ModelInfo, ModelList, Ready
 from app.settings import Settings, get_settings
 
@@ -60,12 +67,27 @@ def _configure_logging() -> None:
 
 
 class CodecAPI(FastAPI):
-    """FastAPI, with a failed startup reported in one line instead of a traceback."""
+    """FastAPI behind the guard (app.service.middleware), with direct routes (app.service.direct),
+    and a failed startup reported in one line instead of a traceback."""
+
+    guard: Guard | None = None  # set by create_app, once the routes and the metrics are in place
+    direct: DirectRoutes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self.guard is not None:
+            await self.guard(scope, receive, send)
+            return
         if scope["type"] == "lifespan":
             send = self._short_startup_failure(send)
         await super().__call__(scope, receive, send)
+
+    async def dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Inside the guard: a direct route's function, or FastAPI's whole path for every other route."""
+        route = self.direct.find(scope)
+        if route is None:
+            await super().__call__(scope, receive, send)
+        else:
+            await self.direct.call(route, scope, receive, send)
 
     def _short_startup_failure(self, send: Send) -> Send:
         async def wrapped(message: Message) -> None:
@@ -80,6 +102,7 @@ class CodecAPI(FastAPI):
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
+    check_protocol()  # under uvicorn: its HTTP protocol is the limited one, or a warning says it is not
     try:
         device = pick_device(settings.device)
         codecs = load_codecs(settings, device)
@@ -121,7 +144,7 @@ def _describe(codec: Codec, default: bool) -> ModelInfo:
     )
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None) -> CodecAPI:
     _configure_logging()
     app = CodecAPI(
         title="mnist-codec",
@@ -131,14 +154,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings = settings or get_settings()
     app.state.codec = app.state.codecs = None
-    # add_middleware wraps: the last added runs first.
-    batch_limits = {path: settings.max_batch_bytes for path in ("/encode/batch", "/decode/batch")}
-    app.add_middleware(CatchUnexpected)
-    app.add_middleware(ConcurrencyLimit, limit=settings.max_concurrency)
-    app.add_middleware(
-        ReadBody, max_bytes=settings.max_upload_bytes, timeout_s=settings.body_timeout_s, per_path=batch_limits
-    )
-    app.add_middleware(HeaderLimit, max_fields=settings.max_header_fields, max_bytes=settings.max_header_bytes)
     install_error_handlers(app)
 
     @app.post(
@@ -227,7 +242,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return Ready(status="ready", model_id=codec.model_id, device=str(codec.device))
 
     install_pages(app)  # the demo page at /
-    install_observability(app)  # last: its middleware is the outermost; X-Request-Id, GET /metrics
+    install_observability(app)  # app.state.metrics, GET /metrics
+    # The guard: request id, Host and header limits, body limits and deadline, concurrency, metrics, access log.
+    app.direct = DirectRoutes(app)
+    app.guard = Guard(app.dispatch, app.state.metrics, **guard_kwargs(settings))
     return app
 
 

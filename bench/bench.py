@@ -1,13 +1,15 @@
 """Benchmark: `python -m bench.bench` (make bench). Prints its figures and writes BENCHMARKS.md.
 
-1. Single requests against the floor. The service and the do-nothing floor app
-   (bench/floor.py) run side by side with the same uvicorn command and worker
-   count; the same load generator (wrk with a Lua script when installed, else a
-   Python async client) drives each endpoint in turn, alternating service and
-   floor, at concurrency 32, several seconds after a warm-up, for several
-   rounds. Reported: req/s, p50 and p99 latency of the best round, and the
-   ratios service / floor: /encode against the multipart floor, /decode against
-   the raw-body floor.
+1. Single requests against the floor and the peer. The service, the do-nothing
+   floor app (bench/floor.py) and, with one worker, the tutorial FastAPI app
+   (bench/peers/tutorial.py: UploadFile, Pillow, float32 torch, the same mlp6
+   weights) run side by side with the same uvicorn command and worker count; the
+   same load generator (wrk with a Lua script when installed, else a Python async
+   client) drives each endpoint in turn, alternating service, floor and peer, at
+   concurrency 32, several seconds after a warm-up, for several rounds. Reported:
+   req/s, p50 and p99 latency of the best round, and the ratios service / floor
+   (/encode against the multipart floor, /decode against the raw-body floor) and
+   service / peer.
 2. The same with two workers (scaling on this machine).
 3. Batch endpoints: a 10,000-digit .npy encode, a 10,000-latent decode, and a
    1,000-PNG multipart encode over HTTP, in digits per second.
@@ -46,6 +48,7 @@ from PIL import Image
 from bench.server import ROOT, Server, free_port, loopback_command
 
 WEIGHTS = ROOT / "model_weights" / "mlp6.safetensors"
+PEER_APP = "bench.peers.tutorial:app"
 SEVEN = ROOT / "tests" / "data" / "digits" / "test0000_digit7.png"
 BOUNDARY = "mnistcodecbenchboundary"
 TEST_IMAGES = ROOT / "data" / "MNIST" / "raw" / "t10k-images-idx3-ubyte"
@@ -121,12 +124,16 @@ def python_load(url: str, target: Target, seconds: float, connections: int, work
 # --------------------------------------------------------------------------- servers
 
 
-def start_floor(port: int, log: Path, workers: int, http: str | None = None) -> subprocess.Popen[bytes]:
+def start_floor(
+    port: int, log: Path, workers: int, http: str | None = None, app: str = "bench.floor:app"
+) -> subprocess.Popen[bytes]:
+    """`app` (the floor, or a peer) with the service's uvicorn command."""
     argv = loopback_command(port, http)
-    argv[argv.index("app.main:app")] = "bench.floor:app"
+    argv[argv.index("app.main:app")] = app
     argv += ["--workers", str(workers)] if workers > 1 else []
+    env = {**os.environ, "MNIST_CODEC_WEIGHTS": str(WEIGHTS)}
     with open(log, "w") as out:
-        return subprocess.Popen(argv, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def wait_http(url: str, path: str, timeout: float = 60) -> None:
@@ -149,16 +156,24 @@ def compare(
     env: dict[str, str] | None = None,
     http: str | None = None,
     ec64: bool = False,
+    peer: bool = False,
 ) -> dict[str, Load]:
     """Best round of each of: service and floor, /encode and /decode; `http` swaps the HTTP protocol of both;
-    with `ec64`, the service with ?model=ec64 in the same rounds."""
+    with `ec64`, the service with ?model=ec64 in the same rounds; with `peer`, the tutorial app too."""
     server = Server(WEIGHTS, workdir / "service.log", env={**(env or {}), **_workers_env(workers)}, http=http)
     floor_port = free_port()
     floor = start_floor(floor_port, workdir / "floor.log", workers, http)
     floor_url = f"http://127.0.0.1:{floor_port}"
+    others = [("floor", floor_url)]
+    tutorial = None
+    if peer:
+        tutorial_port = free_port()
+        tutorial = start_floor(tutorial_port, workdir / "peer.log", workers, http, app=PEER_APP)
+        others.append(("peer", f"http://127.0.0.1:{tutorial_port}"))
     try:
         server.wait_ready()
-        wait_http(floor_url, "/docs")
+        for _, url in others:
+            wait_http(url, "/docs")
         png = SEVEN.read_bytes()
         latent = httpx.post(server.url + "/encode", files={"img": ("7.png", png)}).content
         targets = [
@@ -173,14 +188,14 @@ def compare(
                 Target("decode-ec64", "/decode?model=ec64", coded, "application/octet-stream"),
             ]
         load = wrk_load if shutil.which("wrk") else python_load
+        everyone = [("service", server.url), *others]
         for target in targets:  # warm-up
-            for url in (server.url, floor_url) if "?" not in target.path else (server.url,):
+            for _, url in everyone if "?" not in target.path else everyone[:1]:
                 load(url, target, 2, connections, workdir)
         best: dict[str, Load] = {}
         for _ in range(rounds):
             for target in targets:
-                pair = (("service", server.url), ("floor", floor_url))
-                for who, url in pair if "?" not in target.path else pair[:1]:
+                for who, url in everyone if "?" not in target.path else everyone[:1]:
                     result = load(url, target, seconds, connections, workdir)
                     key = f"{who} {target.name}"
                     if key not in best or result.rps > best[key].rps:
@@ -188,8 +203,10 @@ def compare(
         return best
     finally:
         server.stop()
-        os.killpg(floor.pid, signal.SIGKILL)  # with its workers
-        floor.wait(10)
+        for process in (floor, tutorial):
+            if process is not None:
+                os.killpg(process.pid, signal.SIGKILL)  # with its workers
+                process.wait(10)
 
 
 def _workers_env(workers: int) -> dict[str, str]:
@@ -354,9 +371,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=32, help="concurrency (default 32)")
     parser.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md", help="report (default BENCHMARKS.md)")
     args = parser.parse_args(argv)
+    args.load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        one = compare(1, args.seconds, args.rounds, args.connections, workdir, ec64=True)
+        one = compare(1, args.seconds, args.rounds, args.connections, workdir, ec64=True, peer=True)
         two = compare(2, args.seconds, args.rounds, args.connections, workdir)
         batched = compare(1, args.seconds, 1, args.connections, workdir, env={"MNIST_CODEC_BATCHING": "on"})
         # Plain httptools, uvicorn's default, against the container's protocol (httptools with the limits of issue 10).
@@ -365,6 +383,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         start = startup_seconds(workdir)
     costs = component_costs()
     per_model = model_costs()
+    args.load_after = os.getloadavg()
     report = render(args, one, two, batched, httptools, rates, start, costs, per_model)
     print(report)
     args.out.write_text(report)
@@ -390,6 +409,8 @@ def render(
         f"Machine: {machine()}; no GPU. Versions: {versions()}.",
         f"Load: {generator}, {args.connections} connections, best of {args.rounds} alternating rounds of "
         f"{args.seconds:g} s after a 2 s warm-up. Service and floor run the same uvicorn command.",
+        "Load average (1, 5, 15 min) before the run: {:.2f}, {:.2f}, {:.2f}; after: {:.2f}, {:.2f}, {:.2f} "
+        "(the machine is shared: compare ratios taken in one run).".format(*args.load_before, *args.load_after),
         "",
         "## Single requests against the floor",
         "",
@@ -407,8 +428,31 @@ def render(
         "",
         "`1, httptools`: both with `--http httptools`, uvicorn's default parser, instead of the container's "
         "`app.service.protocol` (httptools with the limits of issue 10).",
+        "",
+        "## Against the tutorial FastAPI app (1 worker, the same rounds)",
+        "",
+        "bench/peers/tutorial.py: UploadFile, Pillow, float32 torch, the same mlp6 weights, the service's "
+        "uvicorn command.",
+        "",
+        "| endpoint | service req/s | tutorial req/s | service / tutorial | tutorial / floor | tutorial p50 / p99 ms |",
+        "|---|---|---|---|---|---|",
     ]
-    lines += ["", "## Targets (issue #4)", "", "| target | measured | met |", "|---|---|---|"]
+    for name in ("encode", "decode"):
+        s, p, f = one[f"service {name}"], one[f"peer {name}"], one[f"floor {name}"]
+        lines.append(
+            f"| /{name} | {s.rps:,.0f} | {p.rps:,.0f} | {s.rps / p.rps:.2f} | {p.rps / f.rps:.2f} | "
+            f"{p.p50_ms:.2f} / {p.p99_ms:.2f} |"
+        )
+    lines += ["", "## Targets (issues #4 and #17)", "", "| target | measured | met |", "|---|---|---|"]
+    for name, floor_share in (("encode", 0.7), ("decode", 0.6)):
+        s, p, f = one[f"service {name}"], one[f"peer {name}"], one[f"floor {name}"]
+        lines.append(
+            f"| /{name} >= 1.5x the tutorial app (1 worker) | {s.rps / p.rps:.2f}x | {_yes(s.rps >= 1.5 * p.rps)} |"
+        )
+        lines.append(
+            f"| /{name} >= {floor_share} of its floor (1 worker, issue #17) | {s.rps / f.rps:.2f} | "
+            f"{_yes(s.rps >= floor_share * f.rps)} |"
+        )
     for name in ("encode", "decode"):
         s, f = one[f"service {name}"], one[f"floor {name}"]
         ratio = s.rps / f.rps

@@ -8,14 +8,21 @@ import httpx
 import pytest
 from conftest import COMMITTED_WEIGHTS
 from fastapi import FastAPI
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.codec.codecs import Codec
 from app.main import create_app
-from app.service.middleware import ConcurrencyLimit
+from app.service.middleware import Guard, guard_kwargs
+from app.service.observability import Metrics
 from app.settings import Settings
 
 pytestmark = pytest.mark.anyio
+
+
+def guarded(inner: ASGIApp, limit: int) -> Guard:
+    """`inner` behind the guard, with the default limits but `limit` requests in progress at once."""
+    settings = Settings(weights=COMMITTED_WEIGHTS, device="cpu")
+    return Guard(inner, Metrics(FastAPI()), **{**guard_kwargs(settings), "max_concurrency": limit})
 
 
 def client_for(**settings: float) -> tuple[httpx.AsyncClient, FastAPI]:
@@ -32,7 +39,7 @@ async def test_over_the_concurrency_limit_is_503_with_retry_after() -> None:
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b""})
 
-    app = ConcurrencyLimit(busy_model, limit=1)
+    app = guarded(busy_model, limit=1)
     client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://codec.test")
     results: dict[str, httpx.Response] = {}
 
@@ -43,7 +50,7 @@ async def test_over_the_concurrency_limit_is_503_with_retry_after() -> None:
         tasks.start_soon(first)
         await anyio.sleep(0.05)  # the first request now holds the only slot
         refused = await client.post("/decode", content=b"\0" * 24)
-        health_app = ConcurrencyLimit(busy_model, limit=0)
+        health_app = guarded(busy_model, limit=0)
         release.set()
     assert refused.status_code == 503
     assert refused.headers["retry-after"] == "1"

@@ -5,7 +5,7 @@ from collections.abc import AsyncGenerator
 import httpx
 import pytest
 
-from app.service.http import skip_preamble
+from app.service.http import one_file_part, skip_preamble
 
 pytestmark = pytest.mark.anyio
 
@@ -117,3 +117,33 @@ async def test_batch_multipart_errors(client: httpx.AsyncClient, body: bytes, st
     response = await client.post("/encode/batch", content=body, headers={"content-type": CONTENT_TYPE})
     assert response.status_code == status, response.text
     assert detail in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(framed(part("img", b"\x89PNG data")), id="one-part"),
+        pytest.param(framed(part("img", b"data ending --b0undar")), id="boundary-prefix-in-data"),
+        pytest.param(framed(part("img", b"x"), epilogue=EPILOGUE), id="epilogue"),
+    ],
+)
+def test_the_one_part_shortcut_finds_what_the_full_parser_finds(body: bytes) -> None:
+    data = one_file_part(body, CONTENT_TYPE, "img")
+    start = body.index(b"\r\n\r\n") + 4
+    assert data == body[start : body.index(b"\r\n--" + BOUNDARY.encode(), start)]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(framed(part("img", b"x"), preamble=PREAMBLE), id="preamble"),
+        pytest.param(framed(part("img", b"x"), part("img", b"y")), id="two-parts"),
+        pytest.param(framed(part("other", b"x")), id="other-name"),
+        pytest.param(framed(part("img", b"x").replace(b'; filename="d.png"', b"")), id="text-field"),
+        pytest.param(framed(part("img", b"x").replace(b"Content-Type", b"Content-Transfer-Encoding")), id="odd-header"),
+        pytest.param(framed(part("img", b"x"))[:-12], id="no-close-delimiter"),
+        pytest.param(b"no parts here", id="not-multipart"),
+    ],
+)
+def test_the_one_part_shortcut_leaves_everything_else_to_the_full_parser(body: bytes) -> None:
+    assert one_file_part(body, CONTENT_TYPE, "img") is None

@@ -1,46 +1,50 @@
 """Request ids, Prometheus metrics and one structured access-log line per request.
 
-`install_observability(app)` adds `Observability`, a pure ASGI middleware, and the
-`GET /metrics` route. Added last in `create_app`, the middleware is the outermost
-of ours, so it also sees the 413s of the upload limit and the 500s of bugs.
-
-For each HTTP request it:
+The guard (`app.service.middleware.Guard`), the one ASGI layer in front of the app,
+uses what this module holds. For each HTTP request it:
 
 - takes the client's `X-Request-Id` when it is a sane token (1 to 128 of
   `A-Z a-z 0-9 . _ : -`), else makes a new one (32 hex digits), puts it in
   `request.state.request_id` and echoes it on the response, error responses included;
 - counts the request by endpoint (the route's path template; `other` for unknown
   paths and the static files, so the label set stays small), method and status, and
-  times it;
+  times it (`Metrics.observe`: two dict updates; the families are built at scrape time);
 - logs one JSON line on the `app.access` logger (to stdout), which replaces
   uvicorn's own access line (the service runs with `--no-access-log`).
 
-Metrics live in a registry of the app's own (`app.state.metrics`), so several apps
-in one process (the tests) do not collide. Each uvicorn process counts its own
-requests: with several replicas, Prometheus scrapes each of them.
+Status 499 (nginx's "client closed request") counts a client that left before its
+answer: mid-body, waiting for a slot, or while its answer was being made. It is
+neither a success nor a server error, so a 5xx alert does not fire for it.
+
+`install_observability(app)` adds `GET /metrics`. Metrics live in a registry of the
+app's own (`app.state.metrics`), so several apps in one process (the tests) do not
+collide. Each uvicorn process counts its own requests: with several replicas,
+Prometheus scrapes each of them.
 """
 
+import asyncio
+import bisect
+import contextlib
+import itertools
 import json
 import logging
 import os
 import re
 import sys
-import time
 from collections.abc import Iterator
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
-from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry, Histogram, disable_created_metrics, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 REQUEST_ID_HEADER = "x-request-id"
 _REQUEST_ID_NAME = REQUEST_ID_HEADER.encode()
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-_INTERNAL_ERROR = json.dumps({"detail": "internal server error"}).encode()
 
 access_log = logging.getLogger("app.access")
 
@@ -54,19 +58,8 @@ class Metrics:
 
     def __init__(self, app: FastAPI) -> None:
         self.registry = CollectorRegistry()
-        self.requests = Counter(
-            "mnist_codec_requests",
-            "HTTP requests answered, by endpoint (route template), method and status code.",
-            ["endpoint", "method", "status"],
-            registry=self.registry,
-        )
-        self.latency = Histogram(
-            "mnist_codec_request_duration_seconds",
-            "Time from the request's arrival to the end of its response, by endpoint.",
-            ["endpoint"],
-            buckets=LATENCY_BUCKETS,
-            registry=self.registry,
-        )
+        self.requests = RequestCounts()
+        self.registry.register(self.requests)
         self.batch_size = Histogram(
             "mnist_codec_batch_size",
             "Items per model call, by endpoint; batch endpoints report theirs with observe_batch().",
@@ -75,21 +68,55 @@ class Metrics:
             registry=self.registry,
         )
         self.registry.register(ModelInfo(app))
-        # labels() takes a lock and builds a key on every call; a request only needs a dict lookup.
-        self._counters: dict[tuple[str, str, int], Any] = {}
-        self._timers: dict[str, Any] = {}
 
     def count(self, endpoint: str, method: str, status: int, seconds: float) -> None:
-        counter = self._counters.get((endpoint, method, status))
-        if counter is None:
-            counter = self._counters[(endpoint, method, status)] = self.requests.labels(
-                endpoint=endpoint, method=method, status=str(status)
-            )
-        timer = self._timers.get(endpoint)
-        if timer is None:
-            timer = self._timers[endpoint] = self.latency.labels(endpoint=endpoint)
-        counter.inc()
-        timer.observe(seconds)
+        self.requests.observe(endpoint, method, status, seconds)
+
+
+class RequestCounts(Collector):
+    """`mnist_codec_requests_total` and `mnist_codec_request_duration_seconds`, kept as plain numbers.
+
+    prometheus_client's Counter and Histogram take a lock and walk the buckets on
+    every observation; the guard observes from the event loop alone, so two dict
+    updates and a bisect do, and the families are built when /metrics is scraped.
+    """
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[str, str, int], int] = {}
+        self.latency: dict[str, list[float]] = {}  # endpoint -> per-bucket counts (the last +Inf), then the sum
+
+    def observe(self, endpoint: str, method: str, status: int, seconds: float) -> None:
+        key = (endpoint, method, status)
+        self.counts[key] = self.counts.get(key, 0) + 1
+        row = self.latency.get(endpoint)
+        if row is None:
+            row = self.latency[endpoint] = [0.0] * (len(LATENCY_BUCKETS) + 2)
+        row[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1  # le: the first bound >= seconds
+        row[-1] += seconds
+
+    def collect(self) -> Iterator[Metric]:
+        requests = CounterMetricFamily(
+            "mnist_codec_requests",
+            "HTTP requests answered, by endpoint (route template), method and status code "
+            "(499: the client left before its answer).",
+            labels=["endpoint", "method", "status"],
+        )
+        for (endpoint, method, status), count in list(self.counts.items()):
+            requests.add_metric([endpoint, method, str(status)], count)
+        yield requests
+        latency = HistogramMetricFamily(
+            "mnist_codec_request_duration_seconds",
+            "Time from the request's arrival to the end of its response, by endpoint.",
+            labels=["endpoint"],
+        )
+        bounds = [*(f"{bound:g}" for bound in LATENCY_BUCKETS), "+Inf"]
+        for endpoint, row in list(self.latency.items()):
+            cumulative = list(itertools.accumulate(row[:-1]))
+            latency.add_metric([endpoint], list(zip(bounds, cumulative, strict=True)), sum_value=row[-1])
+        yield latency
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())
 
 
 class ModelInfo(Collector):
@@ -135,85 +162,74 @@ def request_id_from(scope: Scope) -> str:
     return os.urandom(16).hex()  # as random as uuid4().hex, without building a UUID
 
 
-def configure_access_log() -> None:
-    """Access lines go to stdout as they are (JSON), not through the root logger's format."""
-    if not access_log.handlers:
-        handler = logging.StreamHandler(sys.stdout)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        access_log.addHandler(handler)
-        access_log.setLevel(logging.INFO)
-        access_log.propagate = False
+def configure_access_log() -> logging.Handler | None:
+    """Access lines go to stdout as they are (JSON), not through the root logger's format.
+
+    Returns the handler made here, or None when the logger was configured elsewhere.
+    """
+    if access_log.handlers:
+        return None
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    access_log.addHandler(handler)
+    access_log.setLevel(logging.INFO)
+    access_log.propagate = False
+    return handler
 
 
-class Observability:
-    """Pure ASGI middleware: request id, metrics and the access log (see the module docstring)."""
+class AccessLog:
+    """One JSON line per request on the `app.access` logger, written without a LogRecord when it can be.
 
-    def __init__(self, app: ASGIApp, fastapi_app: FastAPI) -> None:
-        self.app = app
-        self.fastapi_app = fastapi_app
+    While the logger's one handler is the stdout handler of `configure_access_log`
+    (the service as shipped), a line goes straight to that stream, and the stream is
+    flushed once per turn of the event loop, not once per line: the logging module's
+    record, caller lookup, lock and formatter cost more than the rest of the log.
+    Any other set-up (a handler added by a test or an operator, propagation,
+    another level) gets the line through `logging` as before, byte for byte.
+    """
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        start = time.perf_counter()
-        request_id = request_id_from(scope)
-        scope.setdefault("state", {})["request_id"] = request_id
-        status = 0
-        sent_bytes = 0
+    def __init__(self) -> None:
+        self.handler = configure_access_log()
+        self.only = [self.handler]
+        self.flush_pending = False
 
-        async def send_with_id(message: Message) -> None:
-            nonlocal status, sent_bytes
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != _REQUEST_ID_NAME]
-                message = {**message, "headers": [*headers, (_REQUEST_ID_NAME, request_id.encode())]}
-            elif message["type"] == "http.response.body":
-                sent_bytes += len(message.get("body", b""))
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_id)
-        except Exception:
-            if status == 0:  # answer here, so the 500 carries the request id too
-                await send_with_id(
-                    {
-                        "type": "http.response.start",
-                        "status": 500,
-                        "headers": [
-                            (b"content-type", b"application/json"),
-                            (b"content-length", b"%d" % len(_INTERNAL_ERROR)),
-                        ],
-                    }
-                )
-                await send_with_id({"type": "http.response.body", "body": _INTERNAL_ERROR})
-            raise  # Starlette's outer layer logs the traceback and sends nothing more
-        finally:
-            self._record(scope, request_id, status or 500, sent_bytes, time.perf_counter() - start)
-
-    def _record(self, scope: Scope, request_id: str, status: int, sent_bytes: int, seconds: float) -> None:
-        endpoint = endpoint_of(scope)  # the router has put the matched route in the scope by now
-        metrics: Metrics = self.fastapi_app.state.metrics
-        metrics.count(endpoint, scope["method"], status, seconds)
+    def write(self, line: str) -> None:
         if not access_log.isEnabledFor(logging.INFO):
             return
-        client = scope.get("client")
-        access_log.info(
-            json.dumps(
-                {
-                    "ts": round(time.time(), 3),
-                    "request_id": request_id,
-                    "method": scope["method"],
-                    "path": scope["path"],
-                    "endpoint": endpoint,
-                    "status": status,
-                    "duration_ms": round(seconds * 1000, 3),
-                    "bytes_out": sent_bytes,
-                    "client": f"{client[0]}:{client[1]}" if client else None,
-                },
-                separators=(",", ":"),
-            )
-        )
+        handler = self.handler
+        if handler is None or access_log.handlers != self.only or access_log.propagate:
+            access_log.info(line)
+            return
+        stream = handler.stream  # type: ignore[attr-defined]
+        stream.write(line + "\n")
+        if not self.flush_pending:
+            self.flush_pending = True
+            asyncio.get_running_loop().call_soon(self._flush, stream)
+
+    def _flush(self, stream: Any) -> None:
+        self.flush_pending = False
+        with contextlib.suppress(OSError, ValueError):  # a closed or broken stdout must not stop the service
+            stream.flush()
+
+
+def _json_text(text: str) -> str:
+    """`text` as a JSON string; most paths need no escaping, and skip json.dumps."""
+    if text.isascii() and text.isprintable() and '"' not in text and "\\" not in text:
+        return f'"{text}"'
+    return json.dumps(text)
+
+
+def access_line(
+    scope: Scope, request_id: str, endpoint: str, status: int, seconds: float, sent_bytes: int, now: float
+) -> str:
+    """The access-log line: one JSON object (its keys in this order), no spaces."""
+    client = scope.get("client")
+    peer = f'"{client[0]}:{client[1]}"' if client else "null"
+    return (
+        f'{{"ts":{round(now, 3)},"request_id":"{request_id}","method":{_json_text(scope["method"])},'
+        f'"path":{_json_text(scope["path"])},"endpoint":{_json_text(endpoint)},"status":{status},'
+        f'"duration_ms":{round(seconds * 1000, 3)},"bytes_out":{sent_bytes},"client":{peer}}}'
+    )
 
 
 async def metrics(request: Request) -> Response:
@@ -223,11 +239,9 @@ async def metrics(request: Request) -> Response:
 
 
 def install_observability(app: FastAPI) -> None:
-    """Add the middleware (outermost so far) and GET /metrics to `app`."""
+    """Give `app` its metrics (`app.state.metrics`) and GET /metrics."""
     disable_created_metrics()  # type: ignore[no-untyped-call] # no *_created series: they double the output and nobody reads them
     app.state.metrics = Metrics(app)
-    configure_access_log()
-    app.add_middleware(Observability, fastapi_app=app)
     app.add_api_route("/metrics", metrics, methods=["GET"], response_class=Response, include_in_schema=False)
     document_request_id(app)
 
