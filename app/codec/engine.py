@@ -113,6 +113,76 @@ def numpy_layers(steps: list[list[str]], tensors: dict[str, np.ndarray]) -> list
     return layers
 
 
+# --------------------------------------------------------------------------- the decoder's gradient (search)
+
+Snap = Callable[[np.ndarray], np.ndarray]  # applied to every matrix product's left operand; see app.codec.search
+Trace = list[tuple[np.ndarray, np.ndarray]]  # each activation's (input, output), in order
+
+
+def _same(h: np.ndarray) -> np.ndarray:
+    return h
+
+
+def forward_trace(layers: list[Layer], h: np.ndarray, snap: Snap = _same) -> tuple[np.ndarray, Trace]:
+    """`_run` that keeps what the backward pass needs: each activation's input and output."""
+    trace: Trace = []
+    for layer in layers:
+        if isinstance(layer, tuple):
+            h = snap(h) @ layer[0]
+            h += layer[1]
+        else:
+            pre = h
+            h = layer(h.copy())  # the activations work in place
+            trace.append((pre, h))
+    return h, trace
+
+
+def _d_relu(pre: np.ndarray, post: np.ndarray, g: np.ndarray) -> np.ndarray:
+    out: np.ndarray = np.where(pre > 0.0, g, 0.0)
+    return out
+
+
+def _d_sigmoid(pre: np.ndarray, post: np.ndarray, g: np.ndarray) -> np.ndarray:
+    out: np.ndarray = g * post * (1.0 - post)
+    return out
+
+
+def _d_identity(pre: np.ndarray, post: np.ndarray, g: np.ndarray) -> np.ndarray:
+    return g
+
+
+def _d_gelu_tanh(pre: np.ndarray, post: np.ndarray, g: np.ndarray) -> np.ndarray:
+    # y = h/2 (1 + tanh(u)), u = c (h + a h^3): dy/dh = (1 + t)/2 + h/2 (1 - t^2) c (1 + 3 a h^2), t = tanh(u)
+    h2 = pre * pre
+    t = np.tanh(_GELU_C * pre * (1.0 + 0.044715 * h2))
+    out: np.ndarray = g * (0.5 * (1.0 + t) + 0.5 * pre * (1.0 - t * t) * _GELU_C * (1.0 + 3 * 0.044715 * h2))
+    return out
+
+
+_DERIVATIVES: dict[Activation, Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]] = {
+    _relu: _d_relu,
+    _sigmoid: _d_sigmoid,
+    _identity: _d_identity,
+    _gelu_tanh: _d_gelu_tanh,
+}
+
+
+def backward(layers: list[Layer], trace: Trace, g: np.ndarray, snap: Snap = _same) -> np.ndarray:
+    """The gradient with respect to the input of `forward_trace(layers, h)`, given `g`, the one of its output.
+
+    Linear (h W + b): g W^T; ReLU: g where h > 0; sigmoid s: g s (1 - s); GELU (tanh form): its derivative.
+    """
+    index = len(trace)
+    for layer in reversed(layers):
+        if isinstance(layer, tuple):
+            g = snap(g) @ layer[0].T
+        else:
+            index -= 1
+            pre, post = trace[index]
+            g = _DERIVATIVES[layer](pre, post, g)
+    return g
+
+
 def _run(layers: list[Layer], h: np.ndarray) -> np.ndarray:
     for layer in layers:
         if isinstance(layer, tuple):
