@@ -6,6 +6,7 @@
                          or a latent container (app.codec.latent) -> application/x-npy uint8 (N, 28, 28)
 
 Both take ?model=NAME like the single endpoints, and check it first (404), as they do.
+/encode/batch takes ?effort=N too (app.service.effort), every digit searched at that level.
 /encode/batch answers with a latent container (model id, format, count, the latents,
 and the multipart file names) instead of the raw N x 24 bytes when the request's
 Accept header names its media type, application/x-mnist-latents; raw stays the default.
@@ -27,6 +28,7 @@ from fastapi import APIRouter, Request, Response
 from app.codec import imaging, latent
 from app.codec.codecs import Codec
 from app.errors import CodecError, LatentError, RequestFormatError
+from app.service.effort import EFFORT_PARAM, requested_effort, search
 from app.service.http import (
     MODEL_ID_HEADER,
     MODEL_ID_PARAM,
@@ -108,7 +110,7 @@ async def _run(function: Any, count: int, *args: Any) -> Any:
         **error_responses(400, 404, 408, 413, 415, 422, 431, 503),
     },
     openapi_extra={
-        "parameters": [MODEL_PARAM],
+        "parameters": [MODEL_PARAM, EFFORT_PARAM],
         "requestBody": {
             "required": True,
             "content": {
@@ -127,6 +129,7 @@ async def _run(function: Any, count: int, *args: Any) -> Any:
 )
 async def encode_batch(request: Request) -> Response:
     codec: Codec = current_codec(request)  # first: an unknown model is a 404 whatever the body, as on /encode
+    effort = requested_effort(request, codec)  # then the effort (422), before the body, as on /encode
     limit = _settings_limit(request)
     names: list[str] | None = None
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
@@ -137,7 +140,10 @@ async def encode_batch(request: Request) -> Response:
     else:
         digits = read_npy_digits(await request.body(), limit)
     observe_batch(request, len(digits))
-    body = await _run(codec.encode_many, len(digits), digits)
+    if effort.level == 0:
+        body = await _run(codec.encode_many, len(digits), digits)
+    else:  # the bound on search work (413), then a search worker thread
+        body = await search(request, codec, digits, effort)
     headers = {"X-Model-Id": codec.model_id}
     if not wants_container(request):
         return Response(body, media_type=OCTET_STREAM, headers=headers)
