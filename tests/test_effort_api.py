@@ -1,6 +1,7 @@
 """Encode effort over HTTP (app/service/effort.py): ?effort=N on /encode and /encode/batch, the 422s,
 the bound on search work, the worker threads, GET /models and the OpenAPI document."""
 
+import asyncio
 import io
 import json
 import threading
@@ -351,3 +352,27 @@ async def test_openapi_documents_the_effort_parameter(client: httpx.AsyncClient,
         assert "422" in operation["responses"] and "413" in operation["responses"]
     for path in ("/decode", "/decode/batch"):
         assert all(p["name"] != "effort" for p in document["paths"][path]["post"]["parameters"])
+
+
+# --------------------------------------------------------------------------- on CUDA (make gpu-check runs it)
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+@pytest.mark.skipif(not cuda_available(), reason="no CUDA device here (make gpu-check runs these on a GPU)")
+async def test_on_cuda_concurrent_searches_give_a_batchs_bytes(digits: Digits) -> None:
+    """The torch search, several at once in the search threads: each digit's bytes are the ones it
+    gets inside one batch request, at every model's highest level."""
+    pngs = [png for _, png, _ in digits]
+    pixels = np.stack([p for _, _, p in digits])
+    async with serving(device="cuda", batching="on") as (client, app):
+        for codec in app.state.codecs:
+            query = f"?model={codec.name}&effort={codec.max_effort}"
+            batch = await encode_npy(client, pixels, query)
+            assert batch.status_code == 200, batch.text
+            alone = await asyncio.gather(*(encode(client, png, query) for png in pngs))
+            assert b"".join(a.content for a in alone) == batch.content, codec.name
