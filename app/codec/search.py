@@ -359,7 +359,9 @@ def _sweep_chunk(
     while k <= m:
         use = (np.arange(m) < k)[np.newaxis] & (ranked_gain > 0)
         step = np.zeros_like(q)
-        np.add.at(step, (np.repeat(np.arange(n), m), ranked_dim.reshape(-1)), np.where(use, ranked_step, 0.0).reshape(-1))
+        np.add.at(
+            step, (np.repeat(np.arange(n), m), ranked_dim.reshape(-1)), np.where(use, ranked_step, 0.0).reshape(-1)
+        )
         trials.append(q + step)
         used.append(use.any(axis=1))
         k *= 2
