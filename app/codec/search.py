@@ -39,7 +39,7 @@ from typing import Protocol
 import numpy as np
 
 from app.codec import arith, latent
-from app.codec.engine import Layer, backward, forward_trace
+from app.codec.engine import Layer, backward, forward, forward_trace
 
 ROW_BITS = 20  # significant bits of a matrix product's left operand, per row
 WEIGHT_BITS = 22  # significant bits of a weight matrix
@@ -68,6 +68,7 @@ class Recipe:
     sweeps: int = 0
     lr: float = 0.0  # in grid steps (ec64, mlp24) or latent units (mlp6)
     lr_end: float = 0.0
+    candidates: int = 1 << 30  # moves a sweep judges exactly: the ones the gradient favours (all by default)
 
 
 # By latent format: the units of a step differ (ec64 integers, mlp24 1/255, mlp6 raw values).
@@ -82,7 +83,8 @@ def cost_of(recipe: Recipe, dims: int) -> int:
     """Decoder evaluations per digit: the encoder's pass, the steps, each sweep's candidates and combinations."""
     if recipe.steps == 0 and recipe.sweeps == 0:
         return 1
-    per_sweep = 2 * dims + math.ceil(math.log2(dims)) + 1
+    judged = 2 * dims if recipe.candidates >= 2 * dims else recipe.candidates + 1  # + 1: the gradient
+    per_sweep = judged + math.ceil(math.log2(min(recipe.candidates, 2 * dims))) + 1
     return 1 + recipe.steps + 1 + recipe.sweeps * per_sweep + 1
 
 
@@ -90,11 +92,15 @@ def cost_of(recipe: Recipe, dims: int) -> int:
 
 
 def snap_rows(a: np.ndarray, bits: int = ROW_BITS) -> np.ndarray:
-    """Each row rounded to a grid of 2**(e - bits), 2**e > its largest magnitude: at most 2**bits units."""
-    top = np.max(np.abs(a), axis=-1, keepdims=True)
-    exponent = np.frexp(top)[1]  # top < 2**exponent (0 for a row of zeros)
-    scaled: np.ndarray = np.rint(np.ldexp(a, bits - exponent))
-    out: np.ndarray = np.ldexp(scaled, exponent - bits)
+    """Each row rounded to a grid of 2**(e - bits), 2**e > its largest magnitude: at most 2**bits units.
+
+    By adding and subtracting c = 1.5 * 2**(52 + e - bits): a + c lies in a binade whose float64
+    spacing is the grid's, so the addition rounds to the grid (halves to even, as numpy's rint).
+    """
+    top = np.abs(a).max(axis=-1, keepdims=True)
+    c = np.ldexp(1.5, np.frexp(top)[1] + (52 - bits))  # frexp: top < 2**e (e = 0 for a row of zeros)
+    out: np.ndarray = a + c
+    out -= c
     return out
 
 
@@ -130,8 +136,7 @@ class NumpyDecoder:
         ]
 
     def loss(self, z: np.ndarray, target: np.ndarray) -> np.ndarray:
-        y, _ = forward_trace(self.layers, z, snap_rows)
-        return _square_sum(y - target)
+        return _square_sum(forward(self.layers, z, snap_rows) - target)
 
     def loss_grad(self, z: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         y, trace = forward_trace(self.layers, z, snap_rows)
@@ -255,7 +260,7 @@ def _search_chunk(
     searched_s = decoder.loss(space.decoder_input(searched), target)
     if space.grid:
         for _ in range(recipe.sweeps):
-            searched, searched_s = _sweep(decoder, space, target, searched, searched_s)
+            searched, searched_s = _sweep(decoder, space, target, searched, searched_s, recipe.candidates)
     keep = (searched_s < start_s)[:, np.newaxis]
     return space.values(np.where(keep, searched, start))
 
@@ -297,51 +302,79 @@ def _adam(
 
 
 def _sweep(
-    decoder: SearchDecoder, space: Space, target: np.ndarray, q: np.ndarray, s: np.ndarray
+    decoder: SearchDecoder, space: Space, target: np.ndarray, q: np.ndarray, s: np.ndarray, candidates: int
 ) -> tuple[np.ndarray, np.ndarray]:
     parts = [
-        _sweep_chunk(decoder, space, target[i : i + SWEEP_CHUNK], q[i : i + SWEEP_CHUNK], s[i : i + SWEEP_CHUNK])
+        _sweep_chunk(
+            decoder, space, target[i : i + SWEEP_CHUNK], q[i : i + SWEEP_CHUNK], s[i : i + SWEEP_CHUNK], candidates
+        )
         for i in range(0, len(q), SWEEP_CHUNK)
     ]
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
 def _sweep_chunk(
-    decoder: SearchDecoder, space: Space, target: np.ndarray, q: np.ndarray, s: np.ndarray
+    decoder: SearchDecoder, space: Space, target: np.ndarray, q: np.ndarray, s: np.ndarray, candidates: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """One greedy sweep: every +-1 move judged alone, then the best k improving moves together."""
+    """One greedy sweep: the `candidates` +-1 moves the gradient favours most, each judged exactly,
+    then the best k improving ones together (k = 1, 2, 4, ...)."""
     assert space.lo is not None and space.hi is not None
     n, d = q.shape
-    moves = np.concatenate([np.eye(d), -np.eye(d)])  # (2d, d)
-    candidates = q[:, np.newaxis, :] + moves[np.newaxis]  # (n, 2d, d)
-    inside = ((candidates >= space.lo) & (candidates <= space.hi)).all(axis=-1)
-    flat = np.clip(candidates, space.lo, space.hi).reshape(n * 2 * d, d)
+    rows = np.arange(n)[:, np.newaxis]
+    if candidates >= 2 * d:  # every move
+        dims = np.tile(np.concatenate([np.arange(d), np.arange(d)]), (n, 1))
+        steps = np.tile(np.concatenate([np.ones(d), -np.ones(d)]), (n, 1))
+    else:  # the moves down the gradient, steepest first
+        _, g = decoder.loss_grad(space.decoder_input(q), target)
+        g = g * space.unit
+        if space.tables is not None:
+            over = space.code_fixed(q) > HINGE_BITS * FIXED
+            g = g + RATE_WEIGHT * over[:, np.newaxis] * space.rate_slope(q)
+        dims = np.argsort(-np.abs(g), axis=1, kind="stable")[:, :candidates]
+        steps = -np.sign(np.take_along_axis(g, dims, axis=1))
+        steps[steps == 0] = 1.0
+    m = dims.shape[1]
+    moved = np.repeat(q[:, np.newaxis, :], m, axis=1)  # (n, m, d)
+    moved[rows, np.arange(m)[np.newaxis], dims] += steps
+    inside = ((moved >= space.lo) & (moved <= space.hi)).all(axis=-1)
+    flat = np.clip(moved, space.lo, space.hi).reshape(n * m, d)
     ok = inside.reshape(-1) & space.fits(flat)
-    loss = decoder.loss(space.decoder_input(flat), np.repeat(target, 2 * d, axis=0))
-    loss = np.where(ok, loss, np.inf).reshape(n, 2, d)
-    direction = np.where(loss[:, 0] <= loss[:, 1], 1.0, -1.0)  # per latent, the better move
-    gain = s[:, np.newaxis] - np.minimum(loss[:, 0], loss[:, 1])  # > 0: the move improves
+    loss = decoder.loss(space.decoder_input(flat), np.repeat(target, m, axis=0))
+    gain = s[:, np.newaxis] - np.where(ok, loss, np.inf).reshape(n, m)  # > 0: the move improves
+    # Per latent only its better move, then the moves by gain.
+    best_for_dim = np.full((n, d), -np.inf)
+    np.maximum.at(best_for_dim, (np.repeat(np.arange(n), m), dims.reshape(-1)), gain.reshape(-1))
+    gain = np.where(gain >= np.take_along_axis(best_for_dim, dims, axis=1), gain, -np.inf)
+    # The first of two equal moves of one latent (+1 and -1 alike) is kept.
     order = np.argsort(-gain, axis=1, kind="stable")
     ranked_gain = np.take_along_axis(gain, order, axis=1)
-    ranked_step = np.take_along_axis(direction, order, axis=1)
-    trials, counts = [], []
+    ranked_dim = np.take_along_axis(dims, order, axis=1)
+    ranked_step = np.take_along_axis(steps, order, axis=1)
+    first = np.ones_like(ranked_gain, dtype=bool)
+    for j in range(1, m):  # a latent whose move appears twice (equal gains): only the first
+        first[:, j] = ~(ranked_dim[:, :j] == ranked_dim[:, j : j + 1]).any(axis=1)
+    ranked_gain = np.where(first, ranked_gain, -np.inf)
+    trials, used = [], []
     k = 1
-    while k <= d:
-        use = (np.arange(d) < k)[np.newaxis] & (ranked_gain > 0)
+    while k <= m:
+        use = (np.arange(m) < k)[np.newaxis] & (ranked_gain > 0)
         step = np.zeros_like(q)
-        np.put_along_axis(step, order, np.where(use, ranked_step, 0.0), axis=1)
+        np.add.at(
+            step, (np.repeat(np.arange(n), m), ranked_dim.reshape(-1)), np.where(use, ranked_step, 0.0).reshape(-1)
+        )
         trials.append(q + step)
-        counts.append(use.any(axis=1))
+        used.append(use.any(axis=1))
         k *= 2
-    tried = np.stack(trials, axis=1).reshape(-1, d)  # (n * t, d)
     t = len(trials)
-    ok = space.fits(tried) & ((tried >= space.lo) & (tried <= space.hi)).all(axis=-1)
-    tried_loss = decoder.loss(space.decoder_input(tried), np.repeat(target, t, axis=0))
-    tried_loss = np.where(ok & np.stack(counts, axis=1).reshape(-1), tried_loss, np.inf).reshape(n, t)
+    tried = np.stack(trials, axis=1)  # (n, t, d)
+    flat = tried.reshape(-1, d)
+    ok = space.fits(flat) & ((flat >= space.lo) & (flat <= space.hi)).all(axis=-1) & np.stack(used, axis=1).reshape(-1)
+    tried_loss = np.where(ok, decoder.loss(space.decoder_input(flat), np.repeat(target, t, axis=0)), np.inf)
+    tried_loss = tried_loss.reshape(n, t)
     pick = np.argmin(tried_loss, axis=1)
     picked_loss = tried_loss[np.arange(n), pick]
     improve = picked_loss < s
-    new_q = np.where(improve[:, np.newaxis], np.stack(trials, axis=1)[np.arange(n), pick], q)
+    new_q = np.where(improve[:, np.newaxis], tried[np.arange(n), pick], q)
     return new_q, np.where(improve, picked_loss, s)
 
 
