@@ -24,6 +24,7 @@ WEIGHTS = {
 RECORDED = json.loads((ROOT / "tests" / "data" / "served_bytes.json").read_text())
 EFFORT_BYTES = ROOT / "tests" / "data" / "effort_bytes.json"
 Digits = list[tuple[str, bytes, np.ndarray]]
+ALL = search.Recipe(0).candidates
 
 
 @pytest.fixture(scope="module")
@@ -106,13 +107,13 @@ def test_the_snapped_sums_are_exact_in_any_order() -> None:
 
 
 def test_every_model_has_levels_whose_recipes_are_fixed(codecs: dict[str, Codec]) -> None:
-    pinned = {  # (steps, sweeps, lr, lr_end) per level: changing one changes the bytes of that level
-        "24xac": [(0, 0, 0.0, 0.0), (10, 0, 0.6, 0.1), (30, 0, 0.6, 0.05), (60, 2, 0.6, 0.05)],
-        "24xu8": [(0, 0, 0.0, 0.0), (10, 0, 3.0, 0.5), (20, 0, 3.0, 0.3), (40, 2, 3.0, 0.3)],
-        "6xf32le": [(0, 0, 0.0, 0.0), (10, 0, 0.2, 0.02), (30, 0, 0.2, 0.01), (60, 0, 0.2, 0.005)],
+    pinned = {  # (steps, sweeps, lr, lr_end, candidates) per level: changing one changes the bytes of that level
+        "24xac": [(0, 0, 0.0, 0.0, ALL), (10, 0, 0.3, 0.05, ALL), (20, 0, 0.2, 0.05, ALL), (40, 2, 0.2, 0.05, 8)],
+        "24xu8": [(0, 0, 0.0, 0.0, ALL), (10, 0, 5.0, 0.5, ALL), (20, 0, 5.0, 0.5, ALL), (40, 0, 5.0, 0.3, ALL)],
+        "6xf32le": [(0, 0, 0.0, 0.0, ALL), (10, 0, 0.5, 0.05, ALL), (30, 0, 0.5, 0.02, ALL), (100, 0, 0.5, 0.01, ALL)],
     }
     for fmt, levels in pinned.items():
-        assert [(r.steps, r.sweeps, r.lr, r.lr_end) for r in search.RECIPES[fmt]] == levels
+        assert [(r.steps, r.sweeps, r.lr, r.lr_end, r.candidates) for r in search.RECIPES[fmt]] == levels
     for codec in codecs.values():
         assert [e.level for e in codec.efforts] == list(range(codec.max_effort + 1))
         assert codec.default_effort == 0 and codec.efforts[0].steps == 0 and codec.efforts[0].cost == 1
