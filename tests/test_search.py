@@ -222,6 +222,36 @@ def test_a_digits_bytes_do_not_depend_on_its_batch(codecs: dict[str, Codec], dig
             assert chunks == b"".join(alone)
 
 
+def test_a_batch_of_1000_gives_each_digit_its_own_bytes(codecs: dict[str, Codec], digits: Digits) -> None:
+    """1,000 digits (the test digits, shifted copies and hostile ones) in one batch, in batches of 64
+    and shuffled: the bytes of digits taken alone."""
+    base = stack(digits)
+    shifted = [np.roll(base, shift, axis=axis) for shift in (1, 2, -1, -2) for axis in (1, 2)]
+    pixels = np.concatenate([base, *shifted, _hostile(1000 - 9 * len(base), 3)])[:1000]
+    assert len(pixels) == 1000
+    for name, level in (("ec64", 1), ("mlp24", 1), ("ec64", 3)):
+        codec = codecs[name]
+        sample = range(0, 1000, 97) if level < 3 else range(0, 1000, 331)
+        if level == 3:  # the costliest level: 200 digits, sizes 64 and all
+            pixels = pixels[::5]
+            sample = range(0, 200, 41)
+        n = len(pixels)
+        whole = codec.encode_many(pixels, level)
+        assert b"".join(codec.encode_many(pixels[i : i + 64], level) for i in range(0, n, 64)) == whole
+        order = np.random.default_rng(4).permutation(n)
+        shuffled = codec.encode_many(pixels[order], level)
+        position = np.argsort(order)
+        assert b"".join(shuffled[24 * p : 24 * p + 24] for p in position) == whole
+        for i in sample:
+            assert codec.encode(pixels[i], level) == whole[24 * i : 24 * i + 24]
+
+
+def test_an_empty_batch_is_empty_at_every_level(codecs: dict[str, Codec]) -> None:
+    for codec in codecs.values():
+        for level in range(codec.max_effort + 1):
+            assert codec.encode_many(np.zeros((0, 28, 28), np.uint8), level) == b""
+
+
 def test_bytes_do_not_depend_on_the_chunk_sizes(
     codecs: dict[str, Codec], digits: Digits, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -263,6 +293,25 @@ def test_the_bytes_of_every_level_are_the_recorded_ones_after_a_restart(
         [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=600, check=True
     )
     assert json.loads(fresh.stdout) == recorded["sha256"]
+
+
+def test_the_torch_engine_searches_with_autograd_to_the_same_bytes(codecs: dict[str, Codec], digits: Digits) -> None:
+    """The torch engine (CUDA's; here on the CPU in float64) gives numpy's bytes for ec64 and mlp24;
+    mlp6's float32 latents, never rounded to a grid, may differ in a last bit now and then."""
+    from app.codec import checkpoint
+    from app.codec.engine import TorchEngine
+    from app.codec.model import torch_model
+    from app.codec.search_torch import TorchDecoder
+
+    pixels = stack(digits)
+    for name in ("ec64", "mlp24", "mlp6"):
+        torch_codec = load_codec(WEIGHTS[name], "cpu")
+        torch_codec.engine = TorchEngine(torch_model(checkpoint.read(WEIGHTS[name])), "cpu")
+        assert isinstance(torch_codec.searcher(), TorchDecoder)
+        for level in (1, torch_codec.max_effort):
+            ours, theirs = codecs[name].encode_many(pixels, level), torch_codec.encode_many(pixels, level)
+            same = sum(ours[24 * i : 24 * i + 24] == theirs[24 * i : 24 * i + 24] for i in range(len(pixels)))
+            assert same == len(pixels) if name != "mlp6" else same >= len(pixels) - 3, (name, level, same)
 
 
 # --------------------------------------------------------------------------- figures

@@ -200,7 +200,7 @@ class UInt8Format(LatentFormat):
     levels = 255
 
     def _encode_values(self, values: np.ndarray) -> np.ndarray:
-        if not np.isfinite(values).all() or values.min() < 0 or values.max() > 1:
+        if values.size and (not np.isfinite(values).all() or values.min() < 0 or values.max() > 1):
             raise ValueError(f"{self.name} latent values must lie in [0, 1], got {values.min()}..{values.max()}")
         return np.round(values * self.levels)
 
