@@ -60,6 +60,7 @@ image-test-gpu: install ## the same for the GPU image (CUDA torch: gigabytes to 
 
 gpu-check: install ## on a CUDA machine: the CUDA tests (every model, micro-batching, bytes = the CPU's), then make bench
 	MNIST_CODEC_REQUIRE_CUDA=1 $(BIN)/python -m pytest tests/test_cuda.py
+	$(BIN)/python -m pytest tests/test_effort_api.py -k cuda
 	$(MAKE) bench
 
 data: install ## fetch and verify MNIST under data/

@@ -8,6 +8,7 @@ The hierarchy, and the HTTP status the web layer (`app.service.http`) gives each
      │    └── ImageSizeError        422  a PNG that is not 28x28
      ├── LatentError                422  not 24 bytes, or NaN / infinite values
      ├── RequestFormatError         422  wrong content type, missing form field
+     │    └── EffortError           422  ?effort= is not a level the model has
      ├── ModelMismatchError         409  the latent names other weights (X-Model-Id)
      └── UnknownModelError          404  ?model= names no model this server holds
     StartupError(RuntimeError)      the service cannot start (bad settings, no CUDA)
@@ -40,6 +41,10 @@ class LatentError(CodecError):
 
 class RequestFormatError(CodecError):
     """The request itself has the wrong shape (content type, form fields)."""
+
+
+class EffortError(RequestFormatError):
+    """The requested encode effort is not an integer level of the model; the message names the range."""
 
 
 class ModelMismatchError(CodecError):

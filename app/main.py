@@ -25,6 +25,7 @@ from app.codec.codecs import Codec, Codecs, load_codecs, pick_device
 from app.errors import StartupError
 from app.service.batch import router as batch_router
 from app.service.direct import DirectRoutes
+from app.service.effort import EFFORT_PARAM, encode_digit, install_effort_docs, requested_effort
 from app.service.http import (
     MODEL_ID_HEADER,
     MODEL_ID_PARAM,
@@ -40,7 +41,7 @@ from app.service.middleware import Guard, guard_kwargs
 from app.service.observability import install_observability
 from app.service.pages import install_pages
 from app.service.protocol import check_protocol
-from app.service.schemas import Health, LatentFormatInfo, ModelInfo, ModelList, Ready
+from app.service.schemas import EffortInfo, Health, LatentFormatInfo, ModelInfo, ModelList, Ready
 from app.settings import Settings, get_settings
 
 log = logging.getLogger("app")
@@ -141,6 +142,11 @@ def _describe(codec: Codec, default: bool) -> ModelInfo:
         latent_format=LatentFormatInfo(name=fmt.name, bytes=fmt.nbytes, dtype=fmt.dtype.str, dims=fmt.dims),
         test_psnr_db=test.get("served_psnr_mean_db"),
         test_metrics={k: float(v) for k, v in test.items() if isinstance(v, int | float)},
+        efforts=[
+            EffortInfo(level=e.level, psnr_db=e.psnr_db, us_per_digit=e.us_per_digit, cost=e.cost)
+            for e in codec.efforts
+        ],
+        default_effort=codec.default_effort,
     )
 
 
@@ -169,7 +175,7 @@ def create_app(settings: Settings | None = None) -> CodecAPI:
             **error_responses(400, 404, 408, 413, 415, 422, 431, 503),
         },
         openapi_extra={
-            "parameters": [MODEL_PARAM],
+            "parameters": [MODEL_PARAM, EFFORT_PARAM],
             "requestBody": {
                 "required": True,
                 "content": {
@@ -183,8 +189,9 @@ def create_app(settings: Settings | None = None) -> CodecAPI:
     )
     async def encode(request: Request) -> Response:
         codec = current_codec(request)  # first, as on every endpoint: an unknown model is a 404 whatever the body
+        effort = requested_effort(request, codec)  # then the effort (422), still before the body
         png = await read_file_field(request, "img", "a 28x28 PNG")
-        body = await codec.encode_one(imaging.read_digit(png))
+        body = await encode_digit(request, codec, imaging.read_digit(png), effort)
         return Response(body, media_type=OCTET_STREAM, headers={"X-Model-Id": codec.model_id})
 
     @app.post(
@@ -229,7 +236,9 @@ def create_app(settings: Settings | None = None) -> CodecAPI:
     async def models(request: Request) -> ModelList:
         codecs: Codecs = loaded_codecs(request)
         return ModelList(
-            default=codecs.default_name, models=[_describe(c, c.name == codecs.default_name) for c in codecs]
+            default=codecs.default_name,
+            models=[_describe(c, c.name == codecs.default_name) for c in codecs],
+            max_search_work=request.app.state.settings.max_search_work,
         )
 
     @app.get("/healthz", summary="The process is alive")
@@ -241,6 +250,7 @@ def create_app(settings: Settings | None = None) -> CodecAPI:
         codec = loaded_codecs(request).default
         return Ready(status="ready", model_id=codec.model_id, device=str(codec.device))
 
+    install_effort_docs(app)  # /openapi.json names each model's effort levels
     install_pages(app)  # the demo page at /
     install_observability(app)  # app.state.metrics, GET /metrics
     # The guard: request id, Host and header limits, body limits and deadline, concurrency, metrics, access log.

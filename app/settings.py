@@ -1,11 +1,20 @@
 """Service settings, read once from the environment (prefix MNIST_CODEC_)."""
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (a container's cpuset, taskset), not the machine's count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 class Settings(BaseSettings):
@@ -40,6 +49,19 @@ class Settings(BaseSettings):
         default=1,
         gt=0,
         description="Batch requests worked on at once, each in a worker thread off the event loop; more wait.",
+    )
+    max_search_work: int = Field(
+        default=500_000,
+        gt=0,
+        description=(
+            "Most search work one encode request may ask for: its digits x the cost of its effort level "
+            "(decoder evaluations per digit, GET /models); more gets 413. Level 0 is not counted."
+        ),
+    )
+    search_threads: int = Field(
+        default_factory=usable_cpus,
+        gt=0,
+        description="Worker threads for searches (effort above 0); default: the CPUs this process may use.",
     )
     batching: Literal["auto", "on", "off"] = Field(
         default="auto", description="Micro-batch concurrent single requests; 'auto' is on for CUDA, off on the CPU."

@@ -21,6 +21,11 @@
 7. The entropy-coded model: single-request /encode?model=ec64 and /decode?model=ec64
    in the same rounds as mlp6's (1 worker), its batch rates, and every model's
    per-digit encode and decode cost in process, entropy coding included.
+8. Encode effort (issue 16): every model at every effort level, in process on one
+   core (one BLAS thread): us per digit alone (20 test digits, one at a time) and in
+   a batch of 1,000, next to the PSNR the evaluation measured (the committed
+   `<checkpoint>.efforts.json`); and at effort 0, 10,000 noise digits against 10,000
+   MNIST digits (the rate control's worst inputs), in process and over HTTP.
 """
 
 import argparse
@@ -223,6 +228,13 @@ def test_digits(count: int) -> np.ndarray:
     return np.random.default_rng(0).integers(0, 256, size=(count, 28, 28), dtype=np.uint8)  # no MNIST on disk
 
 
+def noise_digits(count: int) -> np.ndarray:
+    """Uniform noise, every other digit thresholded to black and white: far off every model's prior."""
+    out = np.random.default_rng(0).integers(0, 256, size=(count, 28, 28), dtype=np.uint8)
+    out[::2] = (out[::2] > 127) * 255
+    return out
+
+
 def batch_rates(workdir: Path) -> dict[str, float]:
     server = Server(WEIGHTS, workdir / "batch.log")
     try:
@@ -253,6 +265,12 @@ def batch_rates(workdir: Path) -> dict[str, float]:
             rates["encode PNG multipart 1,000"] = best_rate(1000, lambda: client.post("/encode/batch", files=files))
             rates["ec64: encode npy 10,000"] = best_rate(
                 10_000, lambda: client.post("/encode/batch?model=ec64", content=npy, headers=npy_headers)
+            )
+            noise = io.BytesIO()
+            np.save(noise, noise_digits(10_000))
+            noise_npy = noise.getvalue()
+            rates["ec64: encode npy 10,000 noise digits"] = best_rate(
+                10_000, lambda: client.post("/encode/batch?model=ec64", content=noise_npy, headers=npy_headers)
             )
             coded = client.post("/encode/batch?model=ec64", content=npy, headers=npy_headers).content
             rates["ec64: decode 10,000"] = best_rate(
@@ -341,6 +359,60 @@ def model_costs(count: int = 1000) -> dict[str, dict[str, float]]:
     return costs
 
 
+@dataclass
+class EffortCost:
+    model: str
+    level: int
+    recipe: str
+    psnr_db: float | None  # from the committed figures (python -m app.training.evaluate --efforts)
+    us_alone: float
+    us_batch: float
+
+
+def effort_costs(alone: int = 20, batch: int = 1000) -> list[EffortCost]:
+    """Per model and effort level, us per digit on one core (one BLAS thread): one digit at a time
+    (best of 3 passes over `alone` test digits) and in one encode_many of `batch` test digits."""
+    from app.codec.codecs import load_codec
+    from app.training import blas
+
+    digits = test_digits(batch)
+    rows = []
+    with blas.threads(1):
+        for name, path in MODEL_WEIGHTS.items():
+            codec = load_codec(path, "cpu")
+            for effort in codec.efforts:
+                level = effort.level
+                codec.encode(digits[0], level)  # warm: the search's decoder is made on first use
+                passes = timeit.repeat(lambda: [codec.encode(d, level) for d in digits[:alone]], number=1, repeat=3)  # noqa: B023
+                start = time.perf_counter()
+                codec.encode_many(digits, level)
+                in_batch = (time.perf_counter() - start) / len(digits) * 1e6
+                recipe = (
+                    "single pass"
+                    if effort.steps == 0
+                    else f"{effort.steps} steps" + (f" + {effort.sweeps} sweeps" if effort.sweeps else "")
+                )
+                rows.append(EffortCost(name, level, recipe, effort.psnr_db, min(passes) / alone * 1e6, in_batch))
+                print(rows[-1], flush=True)
+    return rows
+
+
+def hostile_costs(count: int = 10_000) -> dict[str, tuple[float, float]]:
+    """Per model at effort 0, us per digit of one encode_many of `count` MNIST and of `count` noise digits."""
+    from app.codec.codecs import load_codec
+
+    mnist, noise = test_digits(count), noise_digits(count)
+    out = {}
+    for name, path in MODEL_WEIGHTS.items():
+        codec = load_codec(path, "cpu")
+        times = []
+        for digits in (mnist, noise):
+            runs = timeit.repeat(lambda: codec.encode_many(digits), number=1, repeat=3)  # noqa: B023
+            times.append(min(runs) / count * 1e6)
+        out[name] = (times[0], times[1])
+    return out
+
+
 def _no_grad(function: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
     with torch.inference_mode():
         return function(x)
@@ -370,7 +442,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; the best counts (default 3)")
     parser.add_argument("--connections", type=int, default=32, help="concurrency (default 32)")
     parser.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md", help="report (default BENCHMARKS.md)")
+    parser.add_argument(
+        "--effort-only", action="store_true", help="only the encode-effort sections (8), printed, nothing written"
+    )
     args = parser.parse_args(argv)
+    if args.effort_only:
+        efforts, hostile = effort_costs(), hostile_costs()
+        print("\n".join(render_effort(efforts, hostile, {})))
+        return 0
     args.load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
@@ -383,8 +462,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         start = startup_seconds(workdir)
     costs = component_costs()
     per_model = model_costs()
+    efforts = effort_costs()
+    hostile = hostile_costs()
     args.load_after = os.getloadavg()
-    report = render(args, one, two, batched, httptools, rates, start, costs, per_model)
+    report = render(args, one, two, batched, httptools, rates, start, costs, per_model, efforts, hostile)
     print(report)
     args.out.write_text(report)
     return 0
@@ -400,6 +481,8 @@ def render(
     start: float,
     costs: dict[str, float],
     per_model: dict[str, dict[str, float]],
+    efforts: Sequence[EffortCost] = (),
+    hostile: dict[str, tuple[float, float]] | None = None,
 ) -> str:
     generator = "wrk (1 thread, Lua script for the body)" if shutil.which("wrk") else "Python httpx async client"
     lines = [
@@ -497,8 +580,57 @@ def render(
         f"| {name} | {c['encode']:.1f} | {c['decode']:.1f} | {c['format pack']:.1f} | {c['format unpack']:.1f} |"
         for name, c in per_model.items()
     ]
+    lines += render_effort(efforts, hostile, rates)
     lines += ["", f"## Start-up\n\nProcess start to the first `/readyz` 200: {start:.2f} s (median of 3).", ""]
     return "\n".join(lines)
+
+
+def render_effort(
+    efforts: Sequence[EffortCost], hostile: dict[str, tuple[float, float]] | None, rates: dict[str, float]
+) -> list[str]:
+    lines: list[str] = []
+    if efforts:
+        lines += [
+            "",
+            "## Encode effort (issue 16): every model at every level, one core",
+            "",
+            "In process, one BLAS thread. Alone: one digit at a time, best of 3 passes over the first 20 test "
+            "digits; in a batch: one `encode_many` of the first 1,000 test digits. PSNR: the 10,000 test digits as "
+            "served, from `python -m app.training.evaluate --efforts` (the figures `/models` reports).",
+            "",
+            "| model | effort | recipe | PSNR dB | us per digit alone | us per digit in a batch of 1,000 |",
+            "|---|---:|---|---:|---:|---:|",
+        ]
+        for e in efforts:
+            psnr = "-" if e.psnr_db is None else f"{e.psnr_db:.2f}"
+            lines.append(f"| {e.model} | {e.level} | {e.recipe} | {psnr} | {e.us_alone:,.0f} | {e.us_batch:,.0f} |")
+        top = [e for e in efforts if e.model == "ec64"][-1]
+        lines += [
+            "",
+            "| target | measured | met |",
+            "|---|---|---|",
+            f"| ec64 at effort {top.level}: <= 20 ms per digit alone, one core | {top.us_alone / 1000:.1f} ms | "
+            f"{_yes(top.us_alone <= 20_000)} |",
+            f"| ec64 at effort {top.level}: <= 5 ms per digit in a batch of 1,000 | {top.us_batch / 1000:.2f} ms | "
+            f"{_yes(top.us_batch <= 5_000)} |",
+        ]
+    if hostile:
+        lines += [
+            "",
+            "## Any input at effort 0: 10,000 noise digits against 10,000 MNIST digits",
+            "",
+            "One `encode_many` of each, in process (default BLAS threads), best of 3; noise: uniform, every other "
+            "digit thresholded to black and white. Target: at most 2x.",
+            "",
+            "| model | MNIST us per digit | noise us per digit | ratio |",
+            "|---|---:|---:|---:|",
+        ]
+        for name, (mnist, noise) in hostile.items():
+            lines.append(f"| {name} | {mnist:.1f} | {noise:.1f} | {noise / mnist:.2f} ({_yes(noise <= 2 * mnist)}) |")
+        if "ec64: encode npy 10,000 noise digits" in rates:
+            ratio = rates["ec64: encode npy 10,000"] / rates["ec64: encode npy 10,000 noise digits"]
+            lines += ["", f"Over HTTP (`/encode/batch?model=ec64`, .npy): noise takes {ratio:.2f}x the MNIST time."]
+    return lines
 
 
 if __name__ == "__main__":

@@ -130,3 +130,64 @@ def test_rate_control_clamps_values_outside_the_tables() -> None:
 def test_bad_tables_are_refused(offsets: list[int], freqs: list[list[int]], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         arith.FrequencyTables(offsets, freqs)
+
+
+def fit_stepwise(tables: arith.FrequencyTables, symbols: np.ndarray, budget: int) -> tuple[np.ndarray, int, int, int]:
+    """The rate control as it was until issue 16, one step at a time: the reference `fit` must agree with."""
+    q = np.clip(np.asarray(symbols, dtype=np.int64), tables.lo, tables.hi)
+    low, width = arith._interval(tables, q)
+    m, k = arith._shortest(low, width, tables.bits)
+    steps = 0
+    rows = np.arange(tables.dims)
+    while k > budget:
+        direction = np.sign(tables.mode - q)
+        if not direction.any():
+            raise ValueError(f"the most probable message needs {k} bits, more than {budget}")
+        index = q - tables.lo + 1
+        old = tables._padded[rows, index]
+        gain = tables._padded[rows, index + direction] / old
+        gain[direction == 0] = -1.0
+        j = int(np.argmax(gain))
+        width = width // int(old[j]) * int(tables._padded[j, index[j] + direction[j]])
+        q[j] += direction[j]
+        steps += 1
+        if tables.bits - width.bit_length() + 1 <= budget + 3:
+            m, k = arith.encode(tables, q)
+    return q, m, k, steps
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_planned_rate_control_takes_the_same_steps_as_the_stepwise_one(seed: int) -> None:
+    """Random tables (ties among gains included: few symbols, repeated tables), rows far off the modes."""
+    rng = np.random.default_rng(seed)
+    tables = random_tables(rng, 64, max_symbols=int(rng.integers(3, 40)))
+    if seed % 2:  # identical tables: equal gains in many dimensions, so the tie rule matters
+        tables = arith.FrequencyTables([tables.offsets[0]] * 64, [tables.freqs[0]] * 64)
+    budget = arith.encode(tables, tables.mode)[1] + int(rng.integers(0, 40))
+    rows = rng.integers(tables.lo - 5, tables.hi + 6, (40, 64))
+    q, ms, ks, steps, evaluations = arith.fit_many(tables, rows, budget)
+    for i, row in enumerate(rows):
+        want = fit_stepwise(tables, row, budget)
+        assert (q[i] == want[0]).all() and (ms[i], ks[i], int(steps[i])) == want[1:]
+        assert (arith.fit(tables, row, budget)[0] == want[0]).all()
+    assert (evaluations >= 1).all()
+
+
+def test_rate_control_cost_is_bounded_for_hostile_latents() -> None:
+    """The committed ec64 on noise: ~100 steps a digit, but the exact code length is computed only
+    where the width bound allows a fit (a count, not a time: at most 16 evaluations a digit)."""
+    from pathlib import Path
+
+    from app.codec.codecs import load_codec
+
+    codec = load_codec(Path(__file__).parent.parent / "model_weights" / "ec64" / "ec64.safetensors", "cpu")
+    tables = codec.format.tables  # type: ignore[attr-defined]
+    rng = np.random.default_rng(0)
+    noise = rng.integers(0, 256, (200, 784), dtype=np.uint8)
+    noise[::2] = (noise[::2] > 127) * 255
+    z = np.rint(codec.engine.encode(noise).astype(np.float64)).astype(np.int64)
+    q, _ms, ks, steps, evaluations = arith.fit_many(tables, z, 192)
+    assert max(ks) <= 192 and steps.mean() > 50  # hostile indeed: the old loop took every one of these steps
+    assert evaluations.max() <= 16 and evaluations.mean() < 8
+    for i in range(0, 200, 20):
+        assert (fit_stepwise(tables, z[i], 192)[0] == q[i]).all()

@@ -20,7 +20,7 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -82,7 +82,7 @@ NO_BROKEN_IMAGE = "return Array.from(document.images).every((i) => i.complete &&
 
 def card(page: WebDriver, name: str) -> dict[str, str]:
     """What the page shows for one model: its texts by class name."""
-    keys = ("values-label", "values", "hex", "model-id", "size", "psnr")
+    keys = ("values-label", "values", "hex", "model-id", "size", "psnr", "effort-used")
     return {key: page.find_element(By.CSS_SELECTOR, f'[data-model="{name}"] .{key}').text for key in keys}
 
 
@@ -161,6 +161,47 @@ def test_drawing_is_sampled_the_mnist_way_and_round_tripped(page: WebDriver) -> 
     assert abs(ink["cx"] - 13.5) <= 1 and abs(ink["cy"] - 13.5) <= 1
     if screenshot := os.environ.get("MNIST_CODEC_SCREENSHOT"):
         page.save_screenshot(screenshot)
+
+
+def test_each_model_has_an_effort_selector_and_its_level_is_used_and_shown(
+    page: WebDriver, live_server: LiveServer
+) -> None:
+    models = httpx.get(f"{live_server.url}/models", timeout=10).json()["models"]
+    WebDriverWait(page, WAIT_S).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "select.effort")) == len(models))
+    for model in models:
+        select = Select(page.find_element(By.CSS_SELECTOR, f'figure.model[data-model="{model["name"]}"] select.effort'))
+        assert [o.get_attribute("value") for o in select.options] == [str(e["level"]) for e in model["efforts"]]
+        assert select.first_selected_option.get_attribute("value") == str(model["default_effort"])
+        for option, effort in zip(select.options, model["efforts"], strict=True):
+            if effort["psnr_db"] is not None:
+                assert option.text == f"{effort['level']} · {effort['psnr_db']:.2f} dB"
+            if effort["us_per_digit"] is not None:
+                assert "per digit" in option.get_attribute("title")
+    digit = DIGITS_DIR / "test0000_digit7.png"
+    page.find_element(By.ID, "upload").send_keys(str(digit))
+    wait_for_result(page)
+    for model in models:  # first, each at its default level, shown by the result
+        assert card(page, model["name"])["effort-used"] == f"effort {model['default_effort']}"
+    status = page.find_element(By.ID, "status")
+    for model in models:  # then each at its highest level: the very bytes /encode?effort=N gives
+        name, top = model["name"], model["efforts"][-1]["level"]
+        Select(page.find_element(By.CSS_SELECTOR, f'figure.model[data-model="{name}"] select.effort')).select_by_value(
+            str(top)
+        )
+        WebDriverWait(page, WAIT_S).until(
+            lambda _, n=name, t=top: (
+                status.text == f"{n} at effort {t}: 24 bytes out." or status.get_attribute("data-state") == "error"
+            )
+        )
+        assert status.get_attribute("data-state") == "done", status.text
+        expected = httpx.post(
+            f"{live_server.url}/encode?model={name}&effort={top}", files={"img": digit.read_bytes()}, timeout=30
+        )
+        shown = card(page, name)
+        assert bytes.fromhex(shown["hex"].replace(" ", "")) == expected.content, name
+        assert shown["effort-used"] == f"effort {top}"
+        assert float(shown["psnr"].removesuffix(" dB")) > 0
+    assert "NaN" not in page.find_element(By.TAG_NAME, "body").text
 
 
 def test_an_unreadable_upload_is_reported(page: WebDriver, tmp_path: Path) -> None:

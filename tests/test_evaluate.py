@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from app.codec import imaging
-from app.codec.codecs import load_codec
+from app.codec.codecs import figures_path, load_codec
 from app.codec.model import (
     EntropyCodedArgs,
     EntropyCodedAutoencoder,
@@ -107,3 +107,33 @@ def test_curve_checkpoints_are_measured_at_their_own_size(
         "| ec64 at 32 B (learned curve, not served) | 24xac, 32 bytes | 32.0 |"
         in (out / "rate_distortion.md").read_text()
     )
+
+
+def test_efforts_measure_every_level_and_write_figures_only_for_the_whole_test_set(
+    synthetic_mnist: Path, tmp_path: Path, two_models: list[Path]
+) -> None:
+    out = tmp_path / "docs"
+    argv = ["--limit", "4", "--data-root", str(synthetic_mnist), "--out", str(out), "--no-classic", "--efforts"]
+    assert evaluate.main([*argv, "--alone", "2", "--batch", "3"]) == 0
+    result = json.loads((out / "rate_distortion.json").read_text())
+    levels = [(r["model"], r["level"]) for r in result["efforts"]]
+    assert levels == [(m, level) for m in ("mlp6", "mlp24") for level in range(4)]
+    assert all(r["digits"] == 4 and r["us_per_digit"] > 0 and r["us_per_digit_batch"] > 0 for r in result["efforts"])
+    by_level = {(r["model"], r["level"]): r for r in result["efforts"]}
+    base = next(r for r in result["rows"] if r["codec"] == "mlp24")
+    assert by_level["mlp24", 0]["psnr_db"] == pytest.approx(base["mean_psnr_db"])  # level 0 is the served pass
+    assert "## Encode effort" in (out / "rate_distortion.md").read_text()
+    assert "| mlp24 | 3 | 40 steps |" in (out / "rate_distortion.md").read_text()
+    assert not any(p.name.endswith(".efforts.json") for p in tmp_path.iterdir())  # 4 digits: not the test set
+
+
+def test_written_figures_are_what_the_codec_reports(tmp_path: Path, tiny_weights: Path) -> None:
+    weights = tmp_path / "mlp6.safetensors"
+    weights.write_bytes(tiny_weights.read_bytes())  # the figures go beside it: not beside the shared fixture
+    codec = load_codec(weights, "cpu")
+    assert all(e.psnr_db is None and e.us_per_digit is None for e in codec.efforts)
+    rows = evaluate.measure_efforts(DIGITS, codec, alone=1, batch=2)
+    evaluate.write_figures(figures_path(weights), rows, "python -m app.training.evaluate --efforts")
+    again = load_codec(weights, "cpu")
+    assert [e.psnr_db for e in again.efforts] == [r.psnr_db for r in rows]
+    assert [e.us_per_digit for e in again.efforts] == [r.us_per_digit for r in rows]

@@ -12,7 +12,10 @@ out as PNGs here). A 404 or 405 there means "not on this server" and the client 
 
 Before any file is sent, `connect` asks `GET /models`: a server that does not answer it with
 a model list is not an mnist-codec server, and the run stops with one line saying so. The
-ids it lists are what `decode` checks a stored latent's model id against.
+ids it lists are what `decode` checks a stored latent's model id against, and its effort
+levels are what `--effort` is checked against (sent as `?effort=N` on the encode requests only:
+decoding needs no level). `LocalCodec` checks it against its `Codec`, and at a level above 0
+encodes a batch in one call, as the server does: a search costs less per digit in a batch.
 """
 
 import io
@@ -25,7 +28,7 @@ import httpx
 import numpy as np
 
 from app.codec import imaging, latent
-from app.errors import CodecError, StartupError
+from app.errors import CodecError, EffortError, StartupError
 
 DEFAULT_URL = "http://localhost:8000"
 URL_ENV = "MNIST_CODEC_URL"
@@ -39,6 +42,10 @@ class CodecUnavailable(ClientError):
     """No codec to talk to (server refused, unknown host, timed out; local weights unusable): stop."""
 
 
+class UsageError(ClientError):
+    """The command asks for what the codec does not have (an effort level out of the model's range): stop."""
+
+
 class RemoteCodec:
     """A running mnist-codec server, through httpx with timeouts."""
 
@@ -49,9 +56,12 @@ class RemoteCodec:
         timeout: float = 30.0,
         connections: int = 4,
         transport: httpx.BaseTransport | None = None,
+        effort: int | None = None,
     ) -> None:
         self.url = url.rstrip("/")
         self.params = {"model": model} if model else {}
+        # ?effort= goes with the encode requests only; none sent: the server's default for the model.
+        self.encode_params = {**self.params, **({"effort": str(effort)} if effort is not None else {})}
         self.http = httpx.Client(
             base_url=self.url,
             timeout=httpx.Timeout(timeout, connect=min(5.0, timeout)),
@@ -62,8 +72,11 @@ class RemoteCodec:
         self.batch_available: bool | None = None  # unknown until the first try
         self.model_ids: set[str] = set()  # the ids the server named in its answers
         self.served: dict[str, str] = {}  # name -> model id, from GET /models (connect)
+        self.listed: list[dict[str, Any]] = []  # GET /models' entries
         self.model_id = ""  # the model that encodes, and decodes latents of no recorded model
         self.format_name = ""  # its latent format
+        self.requested_effort = effort
+        self.effort: int | None = effort  # the level encoding uses, once known (connect)
 
     def connect(self) -> None:
         """Ask GET /models what this server serves; CodecUnavailable when it is not an mnist-codec server."""
@@ -80,6 +93,7 @@ class RemoteCodec:
             answer = f"answered {status}" if status != 200 else "answered 200, but not with a list of models"
             raise CodecUnavailable(f"not an mnist-codec server at {self.url}: GET /models {answer}")
         self.served = {m["name"]: m["id"] for m in models}
+        self.listed = models
         assert isinstance(body, dict)
         name = self.model or body.get("default")
         if name not in self.served:
@@ -88,13 +102,29 @@ class RemoteCodec:
         chosen = next(m for m in models if m["name"] == name)
         fmt = chosen.get("latent_format")
         self.format_name = str(fmt.get("name", "")) if isinstance(fmt, dict) else ""
+        self.effort = self._check_effort(name, chosen)
+
+    def _check_effort(self, name: str, model: dict[str, Any]) -> int | None:
+        """The level encoding will use: --effort's, checked against the model's levels, else its default."""
+        levels = _levels(model)
+        default = model.get("default_effort")
+        if self.requested_effort is None:
+            return default if isinstance(default, int) else None
+        if not levels:
+            raise UsageError(f"--effort: {self.url} lists no effort levels for model {name!r} (an older server?)")
+        if self.requested_effort not in levels:
+            raise UsageError(
+                f"--effort {self.requested_effort}: model {name!r} at {self.url} has effort levels "
+                f"{min(levels)} to {max(levels)}"
+            )
+        return self.requested_effort
 
     def close(self) -> None:
         self.http.close()
 
-    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    def _send(self, method: str, path: str, params: dict[str, str] | None = None, **kwargs: Any) -> httpx.Response:
         try:
-            response = self.http.request(method, path, params=self.params, **kwargs)
+            response = self.http.request(method, path, params=self.params if params is None else params, **kwargs)
         except httpx.TimeoutException as exc:
             raise CodecUnavailable(f"no answer from {self.url} in time ({type(exc).__name__})") from exc
         except httpx.TransportError as exc:
@@ -118,7 +148,7 @@ class RemoteCodec:
             )
 
     def encode(self, png: bytes) -> bytes:
-        response = self._send("POST", "/encode", files={"img": ("digit.png", png, "image/png")})
+        response = self._send("POST", "/encode", self.encode_params, files={"img": ("digit.png", png, "image/png")})
         self._made_by_expected(response)
         return self._checked(response)
 
@@ -135,7 +165,7 @@ class RemoteCodec:
         if self.batch_available is False:
             return None
         files = [("img", (f"digit{i}.png", png, "image/png")) for i, png in enumerate(pngs)]
-        response = self._send("POST", "/encode/batch", files=files)
+        response = self._send("POST", "/encode/batch", self.encode_params, files=files)
         if response.status_code in (404, 405):
             self.batch_available = False
             return None
@@ -167,19 +197,23 @@ class RemoteCodec:
 
     def models(self) -> list[str]:
         """One line per model the server serves: its name and id (from `connect`)."""
-        return [f"{name}  {model_id}" for name, model_id in self.served.items()]
+        return [f"{m['name']}  {m['id']}{_efforts(m)}" for m in self.listed]
 
 
 class LocalCodec:
     """The committed weights (or a given checkpoint) in this process, with the service's settings."""
 
-    def __init__(self, weights: Path, device: str = "auto") -> None:
+    def __init__(self, weights: Path, device: str = "auto", effort: int | None = None) -> None:
         from app.codec.codecs import load_codec, pick_device  # numpy on the CPU; torch only for CUDA
 
         try:
             self.codec = load_codec(weights, pick_device(device))
         except StartupError as exc:
             raise CodecUnavailable(str(exc)) from exc
+        try:
+            self.effort: int | None = self.codec.effort(effort).level
+        except EffortError as exc:
+            raise UsageError(f"--effort {effort}: {exc}") from exc
         self.model_id = self.codec.model_id
         self.format_name = self.codec.format.name
         self.model_ids = {self.model_id}
@@ -194,7 +228,7 @@ class LocalCodec:
 
     def encode(self, png: bytes) -> bytes:
         try:
-            return self.codec.encode(imaging.read_digit(png))
+            return self.codec.encode(imaging.read_digit(png), self.effort or 0)
         except CodecError as exc:
             raise ClientError(str(exc)) from exc
 
@@ -206,13 +240,40 @@ class LocalCodec:
             raise ClientError(str(exc)) from exc
 
     def encode_batch(self, pngs: Sequence[bytes]) -> list[bytes] | None:
-        return None  # one call per digit costs microseconds here
+        """At level 0, None: one call per digit costs microseconds here. A search is cheaper per digit in a
+        batch (the same bytes); a batch with a bad file is None too, and file by file names it."""
+        if not self.effort:
+            return None
+        try:
+            digits = np.stack([imaging.read_digit(png) for png in pngs])
+        except CodecError:
+            return None
+        body = self.codec.encode_many(digits, self.effort)
+        step = latent.LATENT_BYTES
+        return [body[i : i + step] for i in range(0, len(body), step)]
 
     def decode_batch(self, latents: Sequence[bytes], model_id: str | None = None) -> list[bytes] | None:
         return None
 
     def models(self) -> list[str]:
         return [self.codec.model_id]
+
+
+def _levels(model: dict[str, Any]) -> list[int]:
+    """The effort levels GET /models lists for a model; [] for a server that lists none."""
+    efforts = model.get("efforts")
+    if not isinstance(efforts, list):
+        return []
+    return [e["level"] for e in efforts if isinstance(e, dict) and isinstance(e.get("level"), int)]
+
+
+def _efforts(model: dict[str, Any]) -> str:
+    """ "  effort 0-4 (default 0)" for a model that lists its levels, else nothing."""
+    levels = _levels(model)
+    if not levels:
+        return ""
+    default = model.get("default_effort")
+    return f"  effort {min(levels)}-{max(levels)}" + (f" (default {default})" if isinstance(default, int) else "")
 
 
 def _claim(model_id: str | None) -> dict[str, str]:

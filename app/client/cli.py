@@ -4,6 +4,7 @@
     mnist-codec decode 7.lat -o 7.png --local      # in this process, with the committed weights
     mnist-codec encode digits/*.png -o latents/    # many files: progress bar, summary
     mnist-codec encode digits/*.png -o digits.lats # many latents in one container (app.codec.latent)
+    mnist-codec encode 7.png --effort 3            # search for a better latent (levels: mnist-codec models)
     mnist-codec decode latents/ -o out/            # each latent with the model that made it
     mnist-codec models                             # what the server serves
     mnist-codec serve                              # the service, the container's own command
@@ -34,7 +35,15 @@ from typing import Protocol
 from tqdm import tqdm
 
 from app.client import store
-from app.client.backends import DEFAULT_URL, URL_ENV, ClientError, CodecUnavailable, LocalCodec, RemoteCodec
+from app.client.backends import (
+    DEFAULT_URL,
+    URL_ENV,
+    ClientError,
+    CodecUnavailable,
+    LocalCodec,
+    RemoteCodec,
+    UsageError,
+)
 from app.codec import latent
 from app.errors import LatentError
 from app.settings import get_settings
@@ -64,6 +73,7 @@ class Backend(Protocol):
     model_ids: set[str]
     served: dict[str, str]  # name -> model id
     batch_available: bool | None
+    effort: int | None  # the encode effort level used (None: the server did not say)
 
     def connect(self) -> None: ...
     def encode(self, png: bytes) -> bytes: ...
@@ -269,10 +279,12 @@ def local_weights(given: Path | None) -> Path:
 
 def open_backend(args: argparse.Namespace) -> Backend:
     backend: Backend
+    effort = getattr(args, "effort", None)  # encode only
     if args.local:
-        backend = LocalCodec(local_weights(args.weights), get_settings().device)
+        backend = LocalCodec(local_weights(args.weights), get_settings().device, effort=effort)
     else:
-        backend = RemoteCodec(args.url, model=args.model, timeout=args.timeout, connections=getattr(args, "jobs", 4))
+        jobs = getattr(args, "jobs", 4)
+        backend = RemoteCodec(args.url, model=args.model, timeout=args.timeout, connections=jobs, effort=effort)
     try:
         backend.connect()
     except BaseException:
@@ -364,9 +376,10 @@ def summary(args: argparse.Namespace, backend: Backend, verb: str, tally: Tally,
         return
     how = "in process" if args.local else "batch endpoint" if backend.batch_available else "one request per file"
     model = f"; model {', '.join(sorted(backend.model_ids))}" if backend.model_ids else ""
+    effort = f"; effort {backend.effort}" if verb == "encoded" and backend.effort is not None else ""
     print(
         f"{verb} {tally.done} of {total} files ({tally.bytes_out} bytes) in {seconds:.2f} s, "
-        f"{tally.failed} failed ({how}{model})"
+        f"{tally.failed} failed ({how}{model}{effort})"
     )
 
 
@@ -497,6 +510,17 @@ def serve_command_line(host: str, port: int) -> list[str]:
 # --------------------------------------------------------------------------- argument parsing
 
 
+def effort_level(text: str) -> int:
+    """--effort's value: an integer 0 or more (the model's own range is checked once it is known)."""
+    try:
+        level = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer (an effort level, 0 or more); got {text!r}") from None
+    if level < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more; got {level}")
+    return level
+
+
 def parser() -> argparse.ArgumentParser:
     connection = argparse.ArgumentParser(add_help=False)
     where = connection.add_argument_group("where the codec runs")
@@ -538,6 +562,15 @@ def parser() -> argparse.ArgumentParser:
         "inside), and only when every file was encoded.",
     )
     encode.add_argument("inputs", nargs="+", type=Path, metavar="PNG", help="28x28 PNGs, or folders of them")
+    encode.add_argument(
+        "--effort",
+        type=effort_level,
+        metavar="N",
+        help="encode effort, 0 to the model's highest level (mnist-codec models lists them): higher levels "
+        "search for a latent the decoder reads better, at more CPU time; the same level always gives the same "
+        "bytes, and decoding needs no flag (default: the model's default_effort, 0 unless the server says otherwise: "
+        "the encoder's single pass)",
+    )
     decode = commands.add_parser(
         "decode",
         parents=[connection, files],
@@ -576,6 +609,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CodecUnavailable as exc:
         error(str(exc))
         return UNAVAILABLE
+    except UsageError as exc:  # --effort out of the model's range
+        error(str(exc))
+        return USAGE
     try:
         if args.command == "models":
             return models_command(args, backend)

@@ -29,6 +29,7 @@ in exactly one sub-interval at every step, so any B bits decode to d symbols, in
 d steps: there is no end marker and nothing to search for.
 """
 
+import math
 from bisect import bisect_right
 from collections.abc import Sequence
 
@@ -54,6 +55,7 @@ class FrequencyTables:
             for f in table:
                 cum.append(cum[-1] + f)
             self.cums.append(cum)
+        self.pairs = [list(zip(cum, table, strict=False)) for cum, table in zip(self.cums, self.freqs, strict=True)]
         self.dims = len(self.freqs)
         self.bits = PRECISION * self.dims
         self.lo = np.array(self.offsets, dtype=np.int64)
@@ -82,6 +84,16 @@ def _interval(tables: FrequencyTables, symbols: np.ndarray) -> tuple[int, int]:
     for s, cum, freqs in zip(index.tolist(), tables.cums, tables.freqs, strict=True):
         low = (low << PRECISION) + cum[s] * width
         width *= freqs[s]
+    return low, width
+
+
+def _interval_of(tables: FrequencyTables, symbols: np.ndarray) -> tuple[int, int]:
+    """`_interval` for symbols known to lie inside their tables (the hot path of rate control)."""
+    low, width = 0, 1
+    for s, pairs in zip((symbols - tables.lo).tolist(), tables.pairs, strict=True):
+        c, f = pairs[s]
+        low = (low << PRECISION) + c * width
+        width *= f
     return low, width
 
 
@@ -129,27 +141,105 @@ def fit(tables: FrequencyTables, symbols: np.ndarray, budget: int) -> tuple[np.n
     <= budget + 3 (n = 16 d; the code is never longer than n - bitlen(w) + 1 bits), the exact
     code length is computed; the steps stop as soon as it is at most `budget` bits, at the latest
     at the all-mode message, which the caller guarantees fits. Returns (symbols, m, k, steps).
+
+    The steps are planned, not taken one by one (`fit_many`): same result, bounded cost.
+    """
+    q, m, k, steps, _ = fit_many(tables, np.asarray(symbols)[np.newaxis], budget)
+    return q[0], m[0], k[0], int(steps[0])
+
+
+PLAN_ROWS = 64  # rows whose moves are planned together (bounds the planning arrays' memory)
+
+
+def fit_many(
+    tables: FrequencyTables, symbols: np.ndarray, budget: int
+) -> tuple[np.ndarray, list[int], list[int], np.ndarray, np.ndarray]:
+    """`fit` for (N, d) symbols: (symbols, codes m, lengths k, steps, exact code-length evaluations), per row.
+
+    The order in which `fit`'s steps move the dimensions is known in advance: dimension i's
+    moves toward its mode have the gains g_i1, g_i2, ... and the greedy takes, at each step,
+    the largest gain among the dimensions' next moves (ties: the lowest dimension). That is the
+    order of all moves sorted by the running minimum of each dimension's gains, largest first,
+    then by dimension, then by position (a move never precedes the ones before it on its
+    dimension, and after a small gain a dimension's larger gains follow it at once). The code
+    length is then computed exactly only at the steps where the width bound allows a fit,
+    found from the running sum of log2 gains (with a margin, so no such step is missed).
     """
     q = np.clip(np.asarray(symbols, dtype=np.int64), tables.lo, tables.hi)
-    low, width = _interval(tables, q)
-    m, k = _shortest(low, width, tables.bits)
-    steps = 0
-    rows = np.arange(tables.dims)
-    while k > budget:
-        direction = np.sign(tables.mode - q)
-        if not direction.any():
-            raise ValueError(f"the most probable message needs {k} bits, more than {budget}")
-        index = q - tables.lo + 1
-        old = tables._padded[rows, index]
-        gain = tables._padded[rows, index + direction] / old
-        gain[direction == 0] = -1.0
-        j = int(np.argmax(gain))
-        width = width // int(old[j]) * int(tables._padded[j, index[j] + direction[j]])
-        q[j] += direction[j]
-        steps += 1
+    out = q.copy()
+    ms, ks = [0] * len(q), [0] * len(q)
+    steps = np.zeros(len(q), dtype=np.int64)
+    evaluations = np.ones(len(q), dtype=np.int64)
+    widths: dict[int, int] = {}
+    if q.ndim != 2 or q.shape[1] != tables.dims:
+        raise ValueError(f"expected rows of {tables.dims} symbols, got an array of shape {q.shape}")
+    for r, row in enumerate(q):
+        low, width = _interval_of(tables, row)
+        ms[r], ks[r] = _shortest(low, width, tables.bits)
+        if ks[r] > budget:
+            widths[r] = width
+    need = np.array(sorted(widths), dtype=np.int64)
+    for start in range(0, len(need), PLAN_ROWS):
+        rows = need[start : start + PLAN_ROWS]
+        dims, direction, log_gain = _plan(tables, q[rows])
+        for j, r in enumerate(rows.tolist()):
+            out[r], ms[r], ks[r], steps[r], checks = _first_fit(
+                tables, q[r], direction[j], dims[j], log_gain[j], widths[r], budget
+            )
+            evaluations[r] += checks
+    return out, ms, ks, steps, evaluations
+
+
+def _plan(tables: FrequencyTables, q: np.ndarray) -> tuple[list[np.ndarray], np.ndarray, list[np.ndarray]]:
+    """For each row: the dimensions in the order `fit` moves them, the direction of each dimension,
+    and the log2 gain of each move, in that order."""
+    rows, dims = q.shape
+    direction = np.sign(tables.mode - q)  # (R, d)
+    length = np.abs(tables.mode - q).reshape(-1)
+    owner = np.repeat(np.arange(rows * dims), length)  # each move's (row, dimension), row-major
+    start = np.cumsum(length) - length
+    position = np.arange(len(owner)) - start[owner] + 1  # 1 for a dimension's first move
+    dim = owner % dims
+    step = direction.reshape(-1)[owner]
+    after = q.reshape(-1)[owner] + step * position - tables.lo[dim] + 1  # index into the padded table
+    gain = tables._padded[dim, after] / tables._padded[dim, after - step]
+    # The running minimum of each dimension's gains, then the moves by it (largest first), by row: two
+    # stable sorts, from the moves' order by (row, dimension, position), which breaks the ties as `fit` does.
+    most = int(length.max())
+    table = np.full((rows * dims, most), np.inf)
+    table[owner, position - 1] = gain
+    running = np.minimum.accumulate(table, axis=1)[owner, position - 1]
+    by_gain = np.argsort(-running, kind="stable")
+    order = by_gain[np.argsort(owner[by_gain] // dims, kind="stable")]
+    counts = np.cumsum(length.reshape(rows, dims).sum(axis=1))[:-1]
+    return (
+        np.split(dim[order], counts),
+        direction,
+        np.split(np.log2(gain)[order], counts),
+    )
+
+
+def _first_fit(
+    tables: FrequencyTables,
+    q: np.ndarray,
+    direction: np.ndarray,
+    dims: np.ndarray,
+    log_gain: np.ndarray,
+    width: int,
+    budget: int,
+) -> tuple[np.ndarray, int, int, int, int]:
+    """The first step of the plan at which `fit` would stop: (symbols, m, k, steps, exact evaluations)."""
+    threshold = tables.bits - budget - 3  # fit checks when log2(width) >= this (bitlen(w) >= n - budget - 2)
+    estimate = math.log2(width) + np.cumsum(log_gain)
+    k = budget + 1
+    for checks, t in enumerate(np.flatnonzero(estimate >= threshold - 1e-6).tolist(), 1):
+        moved = q + direction * np.bincount(dims[: t + 1], minlength=tables.dims)
+        low, width = _interval_of(tables, moved)
         if tables.bits - width.bit_length() + 1 <= budget + 3:
-            m, k = encode(tables, q)
-    return q, m, k, steps
+            m, k = _shortest(low, width, tables.bits)
+            if k <= budget:
+                return moved, m, k, t + 1, checks
+    raise ValueError(f"the most probable message needs {k} bits, more than {budget}")
 
 
 def to_bytes(m: int, k: int, nbytes: int) -> bytes:

@@ -7,20 +7,27 @@ is the engine's (`app.codec.engine`): float64, so a digit's bytes do not depend 
 what it was batched with. The service, the evaluation and the tests all go
 through these methods.
 
+Encode effort (`app.codec.search`): level 0 is the encoder's single pass; higher levels
+search for a latent the decoder reads better, each by a fixed recipe. The measured
+figures of each level (PSNR, cost) are read from `<checkpoint>.efforts.json` beside the
+checkpoint, written by `python -m app.training.evaluate --efforts`, when its model id matches.
+
 A server holds several codecs (`Codecs`), one per model, by name: the model's
 architecture name (mlp6, mlp24, ec64). A request picks one; none picked is the default.
 """
 
 import importlib.util
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from app.codec import checkpoint, imaging, latent
+from app.codec import checkpoint, imaging, latent, search
 from app.codec.batching import MicroBatcher
-from app.codec.engine import make_engine
-from app.errors import CheckpointError, StartupError, UnknownModelError
+from app.codec.engine import Engine, NumpyMLP, TorchEngine, make_engine
+from app.errors import CheckpointError, EffortError, StartupError, UnknownModelError
 from app.settings import Settings
 
 PIXELS = imaging.SIDE * imaging.SIDE
@@ -65,6 +72,47 @@ class Codec:
             ) from exc
         self.encode_batcher: MicroBatcher | None = None
         self.decode_batcher: MicroBatcher | None = None
+        self.space, self.recipes = search.space_and_recipes(self.format)
+        self._searcher: search.SearchDecoder | None = None
+        figures = read_figures(source, self.model_id)
+        self.efforts: list[search.Effort] = [
+            search.Effort(
+                level=level,
+                steps=recipe.steps,
+                sweeps=recipe.sweeps,
+                cost=search.cost_of(recipe, self.format.dims),
+                psnr_db=figures.get(level, {}).get("psnr_db"),
+                us_per_digit=figures.get(level, {}).get("us_per_digit"),
+            )
+            for level, recipe in enumerate(self.recipes)
+        ]
+        self.default_effort = 0
+
+    @property
+    def max_effort(self) -> int:
+        return len(self.efforts) - 1
+
+    def effort(self, value: int | str | None) -> search.Effort:
+        """None -> the default; an int or a decimal string in 0..max_effort -> that level; else EffortError."""
+        if value is None:
+            return self.efforts[self.default_effort]
+        level: int | None = None
+        if isinstance(value, int) and not isinstance(value, bool):
+            level = value
+        elif isinstance(value, str) and value.isascii() and value.isdecimal() and len(value) <= 6:
+            level = int(value)
+        if level is None or not 0 <= level <= self.max_effort:
+            shown = value if isinstance(value, int) and not isinstance(value, bool) else str(value)[:20]
+            raise EffortError(
+                f"effort must be an integer from 0 to {self.max_effort} for model {self.name}; got {str(shown)!r}"
+            )
+        return self.efforts[level]
+
+    def searcher(self) -> search.SearchDecoder:
+        """The decoder the search runs on, made on first use (torch's needs torch)."""
+        if self._searcher is None:
+            self._searcher = search_decoder(self.engine)
+        return self._searcher
 
     def enable_batching(
         self, max_batch: int, max_wait_us: int, on_batch: Callable[[str, int], None] | None = None
@@ -77,13 +125,18 @@ class Codec:
         self.encode_batcher = MicroBatcher(self.engine.encode, max_batch, max_wait_us, told("/encode"))
         self.decode_batcher = MicroBatcher(self._decode_rows, max_batch, max_wait_us, told("/decode"))
 
-    def encode_many(self, pixels: np.ndarray) -> bytes:
-        """(N, 28, 28) uint8 digits -> N latents in the model's format, end to end."""
-        return self.format.pack_many(self.engine.encode(pixels.reshape(len(pixels), PIXELS)))
+    def encode_many(self, pixels: np.ndarray, effort: int = 0) -> bytes:
+        """(N, 28, 28) uint8 digits -> N latents in the model's format, end to end, searched at `effort`."""
+        level = self.effort(effort).level
+        rows = pixels.reshape(len(pixels), PIXELS)
+        z = self.engine.encode(rows)
+        if level == 0:
+            return self.format.pack_many(z)
+        return self.format.pack_many(search.search(self.searcher(), self.space, self.recipes[level], rows, z))
 
-    def encode(self, pixels: np.ndarray) -> bytes:
+    def encode(self, pixels: np.ndarray, effort: int = 0) -> bytes:
         """A (28, 28) uint8 digit -> its 24 latent bytes."""
-        return self.encode_many(pixels[np.newaxis])
+        return self.encode_many(pixels[np.newaxis], effort)
 
     def _decode_rows(self, z: np.ndarray) -> np.ndarray:
         # 3e38 would overflow to inf - inf = NaN inside the network; see latent.CLAMP.
@@ -114,6 +167,38 @@ class Codec:
             return self.decode(data)
         row = await self.decode_batcher.submit(self.format.unpack(data))
         return imaging.write_digit(row.reshape(imaging.SIDE, imaging.SIDE))
+
+
+def search_decoder(engine: Engine) -> search.SearchDecoder:
+    if isinstance(engine, NumpyMLP):
+        return search.NumpyDecoder(engine.decoder)
+    if isinstance(engine, TorchEngine):
+        from app.codec.search_torch import TorchDecoder
+
+        return TorchDecoder(engine.model.get_submodule("decoder"), engine.device)
+    raise TypeError(f"no search for the engine {type(engine).__name__}")
+
+
+FIGURES_SUFFIX = ".efforts.json"
+
+
+def figures_path(source: Path) -> Path:
+    """Where the measured figures of a checkpoint's effort levels are kept: beside it."""
+    return source.with_name(source.name.removesuffix(checkpoint.SUFFIX) + FIGURES_SUFFIX)
+
+
+def read_figures(source: Path | str, model_id: str) -> dict[int, dict[str, Any]]:
+    """level -> {"psnr_db": ..., "us_per_digit": ...} for these weights; {} when not measured (or other weights)."""
+    if not isinstance(source, Path):
+        return {}
+    path = figures_path(source)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict) or data.get("model_id") != model_id:
+        return {}
+    return {int(row["level"]): row for row in data.get("levels", []) if isinstance(row, dict) and "level" in row}
 
 
 class Codecs:

@@ -113,10 +113,122 @@ def numpy_layers(steps: list[list[str]], tensors: dict[str, np.ndarray]) -> list
     return layers
 
 
-def _run(layers: list[Layer], h: np.ndarray) -> np.ndarray:
+# --------------------------------------------------------------------------- the decoder's gradient (search)
+
+Snap = Callable[[np.ndarray], np.ndarray]  # applied to every matrix product's left operand; see app.codec.search
+Trace = list[tuple[np.ndarray, ...]]  # what each activation's derivative needs, in order
+
+
+def _same(h: np.ndarray) -> np.ndarray:
+    return h
+
+
+_GELU_A = 0.044715
+
+
+def _traced_relu(h: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+    out: np.ndarray = np.maximum(h, 0.0)
+    return out, (out,)
+
+
+def _traced_sigmoid(h: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+    out = _sigmoid(h.copy())
+    return out, (out,)
+
+
+def _traced_identity(h: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+    return h, ()
+
+
+def _traced_gelu_tanh(h: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+    # The same steps as _gelu_tanh (so the same float64 bits), keeping tanh(u) for the derivative.
+    h2 = h * h
+    u = h2 * _GELU_A
+    u += 1.0
+    u *= h
+    u *= _GELU_C
+    t = np.tanh(u)
+    out = t + 1.0
+    out *= h
+    out *= 0.5
+    return out, (h, h2, t)
+
+
+def _d_relu(aux: tuple[np.ndarray, ...], g: np.ndarray) -> np.ndarray:
+    out: np.ndarray = np.where(aux[0] > 0.0, g, 0.0)
+    return out
+
+
+def _d_sigmoid(aux: tuple[np.ndarray, ...], g: np.ndarray) -> np.ndarray:
+    s = aux[0]
+    out: np.ndarray = g * s * (1.0 - s)
+    return out
+
+
+def _d_identity(aux: tuple[np.ndarray, ...], g: np.ndarray) -> np.ndarray:
+    return g
+
+
+def _d_gelu_tanh(aux: tuple[np.ndarray, ...], g: np.ndarray) -> np.ndarray:
+    # y = h/2 (1 + t), t = tanh(c (h + a h^3)): dy/dh = (1 + t)/2 + h/2 (1 - t^2) c (1 + 3 a h^2)
+    h, h2, t = aux
+    slope = h2 * (3 * _GELU_A * _GELU_C)
+    slope += _GELU_C
+    slope *= 1.0 - t * t
+    slope *= h
+    slope += 1.0 + t
+    slope *= 0.5
+    out: np.ndarray = g * slope
+    return out
+
+
+Derivative = Callable[[tuple[np.ndarray, ...], np.ndarray], np.ndarray]
+Traced = Callable[[np.ndarray], tuple[np.ndarray, tuple[np.ndarray, ...]]]
+_TRACED: dict[Activation, tuple[Traced, Derivative]] = {
+    _relu: (_traced_relu, _d_relu),
+    _sigmoid: (_traced_sigmoid, _d_sigmoid),
+    _identity: (_traced_identity, _d_identity),
+    _gelu_tanh: (_traced_gelu_tanh, _d_gelu_tanh),
+}
+
+
+def forward(layers: list[Layer], h: np.ndarray, snap: Snap = _same) -> np.ndarray:
+    """The layers' output for `h` (float64), each product's left operand through `snap` first."""
+    return _run(layers, h.astype(np.float64), snap)
+
+
+def forward_trace(layers: list[Layer], h: np.ndarray, snap: Snap = _same) -> tuple[np.ndarray, Trace]:
+    """`_run` that keeps what the backward pass needs of each activation."""
+    trace: Trace = []
     for layer in layers:
         if isinstance(layer, tuple):
-            h = h @ layer[0]
+            h = snap(h) @ layer[0]
+            h += layer[1]
+        else:
+            h, aux = _TRACED[layer][0](h)
+            trace.append(aux)
+    return h, trace
+
+
+def backward(layers: list[Layer], trace: Trace, g: np.ndarray, snap: Snap = _same) -> np.ndarray:
+    """The gradient with respect to the input of `forward_trace(layers, h)`, given `g`, the one of its output.
+
+    Linear (h W + b): g W^T; ReLU: g where h > 0; sigmoid s: g s (1 - s); GELU (tanh form): its derivative.
+    """
+    index = len(trace)
+    for layer in reversed(layers):
+        if isinstance(layer, tuple):
+            g = snap(g) @ layer[0].T
+        else:
+            index -= 1
+            g = _TRACED[layer][1](trace[index], g)
+    return g
+
+
+def _run(layers: list[Layer], h: np.ndarray, snap: Snap = _same) -> np.ndarray:
+    for layer in layers:
+        if isinstance(layer, tuple):
+            h = snap(h) @ layer[0]
             h += layer[1]
         else:
             h = layer(h)

@@ -6,6 +6,7 @@
                          or a latent container (app.codec.latent) -> application/x-npy uint8 (N, 28, 28)
 
 Both take ?model=NAME like the single endpoints, and check it first (404), as they do.
+/encode/batch takes ?effort=N too (app.service.effort), every digit searched at that level.
 /encode/batch answers with a latent container (model id, format, count, the latents,
 and the multipart file names) instead of the raw N x 24 bytes when the request's
 Accept header names its media type, application/x-mnist-latents; raw stays the default.
@@ -34,6 +35,7 @@ from app.codec import imaging, latent
 from app.codec.codecs import Codec
 from app.errors import CodecError, LatentError, RequestFormatError
 from app.service import multipart
+from app.service.effort import EFFORT_PARAM, check_search_work, requested_effort, search_limiter
 from app.service.http import (
     MODEL_ID_HEADER,
     MODEL_ID_PARAM,
@@ -182,7 +184,7 @@ def _batch_workers(request: Request) -> CapacityLimiter:
         **error_responses(400, 404, 408, 413, 415, 422, 431, 503),
     },
     openapi_extra={
-        "parameters": [MODEL_PARAM],
+        "parameters": [MODEL_PARAM, EFFORT_PARAM],
         "requestBody": {
             "required": True,
             "content": {
@@ -201,6 +203,7 @@ def _batch_workers(request: Request) -> CapacityLimiter:
 )
 async def encode_batch(request: Request) -> Response:
     codec: Codec = current_codec(request)  # first: an unknown model is a 404 whatever the body, as on /encode
+    effort = requested_effort(request, codec)  # then the effort (422), before the body, as on /encode
     limit = _settings_limit(request)
     content_type = request.headers.get("content-type", "")
     container = wants_container(request)
@@ -213,16 +216,22 @@ async def encode_batch(request: Request) -> Response:
             return read_png_fields(body, content_type, limit)
     else:
         items = npy_rows(body) or 0
+        if effort.level:  # the bound on search work (413), before any digit is read
+            check_search_work(request, codec, items, effort)
 
         def read() -> tuple[list[str] | None, np.ndarray]:
             return None, read_npy_digits(body, limit)
 
     def encode() -> tuple[int, bytes]:
         names, digits = read()
-        latents = codec.encode_many(digits)
+        check_search_work(request, codec, len(digits), effort)  # multipart: counted only once parsed
+        latents = codec.encode_many(digits, effort.level)
         return len(digits), container_bytes(codec, latents, names) if container else latents
 
-    count, answer = await off_loop(request, encode, items, len(body))
+    if effort.level == 0:
+        count, answer = await off_loop(request, encode, items, len(body))
+    else:  # a search: always in a search worker thread, whatever the batch's size
+        count, answer = await to_thread.run_sync(encode, limiter=search_limiter(request))
     observe_batch(request, count)
     return Response(answer, media_type=CONTAINER if container else OCTET_STREAM, headers={"X-Model-Id": codec.model_id})
 

@@ -36,9 +36,10 @@ ERROR_DESCRIPTIONS = {
     404: "?model= names no model this server holds; the detail lists the known ones.",
     408: "The request body did not arrive within the body deadline; the connection is closed.",
     409: "X-Model-Id names other weights than the ones loaded.",
-    413: "Request body over the upload limit.",
+    413: "Request body over the upload limit; when encoding, also more search work (digits x the effort's cost) "
+    "than the server's max_search_work.",
     415: "An image, but not a PNG.",
-    422: "Wrong size, wrong length, non-finite values, or a malformed request.",
+    422: "Wrong size, wrong length, non-finite values, an effort out of the model's range, or a malformed request.",
     431: "Too many header fields, or too many header bytes.",
     503: "Model not loaded yet, or over capacity (see Retry-After).",
 }

@@ -24,6 +24,20 @@ class LatentFormatInfo(BaseModel):
     dims: int = Field(description="Number of values in one latent.")
 
 
+class EffortInfo(BaseModel):
+    level: int = Field(description="The value of ?effort= that picks it; 0 is the encoder's single pass.")
+    psnr_db: float | None = Field(
+        description="Mean per-image PSNR on the 10,000 MNIST test digits as served at this level (null: not measured)."
+    )
+    us_per_digit: float | None = Field(
+        description="Microseconds to encode one digit alone at this level, on one CPU core (null: not measured)."
+    )
+    cost: int = Field(
+        description="Search work per digit (decoder evaluations): a request may ask for digits x cost up to "
+        "the server's max_search_work."
+    )
+
+
 class ModelInfo(BaseModel):
     name: str
     id: str = Field(description="Name + first 12 hex digits of the weights' SHA-256; sent as X-Model-Id.")
@@ -34,8 +48,14 @@ class ModelInfo(BaseModel):
         description="Mean per-image PSNR on the MNIST test set, latents and pixels rounded as served."
     )
     test_metrics: dict[str, float] = Field(description="Final test-set metrics recorded by training.")
+    efforts: list[EffortInfo] = Field(description="The encode effort levels, 0 first (?effort= on /encode).")
+    default_effort: int = Field(description="The level used when a request gives no ?effort=.")
 
 
 class ModelList(BaseModel):
     default: str
     models: list[ModelInfo]
+    max_search_work: int = Field(
+        description="Most search work one encode request may ask for: its digits x the cost of its effort level "
+        "(levels above 0 only); more is a 413."
+    )

@@ -13,6 +13,12 @@ classic image codecs, on the same MNIST test digits:
   code path as a served model, drawn as the learned rate-distortion curve with the
   served `ec64`.
 
+- `--efforts`: every served model at every encode effort level (`app.codec.search`):
+  the PSNR of its bytes as served, and its cost per digit alone and in a batch of
+  `--batch` digits, both on one core (one BLAS thread, CPU time). On the whole test
+  set the figures are also written beside each checkpoint (`<checkpoint>.efforts.json`),
+  where the service reads them for `GET /models`.
+
 For each: the mean size in bytes, the mean per-image PSNR and the mean SSIM
 (`app.training.quality`). Writes into --out a markdown table (`rate_distortion.md`), the
 numbers (`rate_distortion.json`) and a plot of PSNR against bytes per digit on
@@ -36,10 +42,10 @@ import torch
 from PIL import Image, features
 
 from app.codec import imaging
-from app.codec.codecs import Codec, load_codec, load_codecs, pick_device
+from app.codec.codecs import Codec, figures_path, load_codec, load_codecs, pick_device
 from app.errors import DataError, StartupError
 from app.settings import Settings
-from app.training import quality
+from app.training import blas, quality
 
 log = logging.getLogger("app.training.evaluate")
 
@@ -103,6 +109,100 @@ def measure_model(digits: np.ndarray, codec: Codec, kind: str = "model") -> Row:
     return _row(name, setting, kind, digits, np.array(sizes), np.stack(decoded), seconds)
 
 
+@dataclass(frozen=True)
+class EffortRow:
+    model: str
+    model_id: str
+    level: int
+    steps: int
+    sweeps: int
+    cost: int  # decoder evaluations per digit
+    digits: int
+    psnr_db: float  # mean per-image PSNR of the bytes as served (PNG out)
+    ssim: float
+    us_per_digit: float  # one digit at a time, one core (CPU time, one BLAS thread)
+    us_per_digit_batch: float  # in one encode_many of `batch` digits, one core
+    alone_digits: int  # digits timed one at a time
+    batch: int
+
+
+def measure_efforts(digits: np.ndarray, codec: Codec, alone: int, batch: int) -> list[EffortRow]:
+    """Every effort level of `codec` on `digits`: quality as served, cost alone and in a batch.
+
+    The bytes come from batches (a digit's bytes do not depend on its batch, which the tests
+    check), then each latent goes through `Codec.decode` to a PNG and back.
+    """
+    rows = []
+    for effort in codec.efforts:
+        data = b"".join(codec.encode_many(digits[i : i + 1000], effort.level) for i in range(0, len(digits), 1000))
+        size = codec.format.nbytes
+        decoded = np.stack(
+            [imaging.read_digit(codec.decode(data[i * size : (i + 1) * size])) for i in range(len(digits))]
+        )
+        with blas.threads(1):
+            codec.encode(digits[0], effort.level)  # warm: the search's decoder is made on first use
+            start = time.process_time()
+            for pixels in digits[:alone]:
+                codec.encode(pixels, effort.level)
+            us_alone = (time.process_time() - start) / min(alone, len(digits)) * 1e6
+            start = time.process_time()
+            codec.encode_many(digits[:batch], effort.level)
+            us_batch = (time.process_time() - start) / min(batch, len(digits)) * 1e6
+        rows.append(
+            EffortRow(
+                model=codec.name,
+                model_id=codec.model_id,
+                level=effort.level,
+                steps=effort.steps,
+                sweeps=effort.sweeps,
+                cost=effort.cost,
+                digits=len(digits),
+                psnr_db=float(quality.psnr_db(digits, decoded).mean()),
+                ssim=float(quality.ssim(digits, decoded).mean()),
+                us_per_digit=round(us_alone, 1),
+                us_per_digit_batch=round(us_batch, 1),
+                alone_digits=min(alone, len(digits)),
+                batch=min(batch, len(digits)),
+            )
+        )
+        log.info("%s", rows[-1])
+    return rows
+
+
+def effort_table(rows: list[EffortRow]) -> str:
+    lines = [
+        "| model | effort | recipe | mean PSNR (dB) | mean SSIM | us per digit alone | us per digit in a batch |",
+        "|---|---:|---|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        recipe = (
+            "the encoder's single pass"
+            if r.steps == 0
+            else f"{r.steps} steps" + (f" + {r.sweeps} sweeps" if r.sweeps else "")
+        )
+        lines.append(
+            f"| {r.model} | {r.level} | {recipe} | {r.psnr_db:.2f} | {r.ssim:.4f} | {r.us_per_digit:,.0f} "
+            f"| {r.us_per_digit_batch:,.0f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def write_figures(path: Path, rows: list[EffortRow], command: str) -> None:
+    """The figures `Codec` reads for `Effort.psnr_db` / `us_per_digit` (keyed by the model id)."""
+    data = {
+        "model_id": rows[0].model_id,
+        "command": command,
+        "about": "per effort level: mean PSNR on the MNIST test digits as served; us per digit alone and in a "
+        "batch, on one core (CPU time, one BLAS thread)",
+        "levels": [
+            {k: v for k, v in asdict(r).items() if k not in ("model", "model_id", "alone_digits", "batch")}
+            | {"alone_digits": r.alone_digits, "batch": r.batch}
+            for r in rows
+        ],
+    }
+    path.write_text(json.dumps(data, indent=1) + "\n")
+
+
 def _row(
     codec: str, setting: str, kind: str, digits: np.ndarray, sizes: np.ndarray, decoded: np.ndarray, s: float
 ) -> Row:
@@ -134,7 +234,7 @@ def markdown_table(rows: list[Row]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(rows: list[Row], path: Path, digits: int) -> None:
+def plot(rows: list[Row], path: Path, digits: int, efforts: Sequence[EffortRow] = ()) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -156,6 +256,12 @@ def plot(rows: list[Row], path: Path, digits: int) -> None:
             ax.plot(r.mean_bytes, r.mean_psnr_db, marker="*", markersize=14, linestyle="none", label=r.codec)
             ax.annotate(f"{r.codec}: {r.mean_psnr_db:.1f} dB", (r.mean_bytes, r.mean_psnr_db), (9, -3),
                         textcoords="offset points", fontsize=8)  # fmt: skip
+    for model in dict.fromkeys(r.model for r in efforts):
+        levels = [r for r in efforts if r.model == model]
+        ax.plot([24.0] * len(levels), [r.psnr_db for r in levels], marker="_", markersize=12, color="gray")
+        top = levels[-1]
+        ax.annotate(f"{model} at effort {top.level}: {top.psnr_db:.1f} dB", (24.0, top.psnr_db), (9, 2),
+                    textcoords="offset points", fontsize=8)  # fmt: skip
     ax.set(
         xscale="log",
         xlabel="bytes per digit (log scale)",
@@ -189,6 +295,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=Path("docs"), help="output folder (default docs)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu", help="for the models (default cpu)")
     p.add_argument("--no-classic", action="store_true", help="measure the models only")
+    p.add_argument("--efforts", action="store_true", help="every model at every encode effort level")
+    p.add_argument(
+        "--keep-from", type=Path, metavar="JSON",
+        help="an earlier rate_distortion.json: its classic and --curve rows are carried over (not re-measured)",
+    )  # fmt: skip
+    p.add_argument("--alone", type=int, default=200, help="--efforts: digits timed one at a time (default 200)")
+    p.add_argument("--batch", type=int, default=1000, help="--efforts: the batch timed (default 1000)")
     p.add_argument(
         "--curve", type=Path, nargs="*", default=[], metavar="CHECKPOINT",
         help="ec64 checkpoints trained for other code sizes: the learned rate-distortion curve",
@@ -197,6 +310,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.limit is not None and args.limit < 1:
         p.error("--limit must be positive")
     command = " ".join(["python -m app.training.evaluate", shlex.join(sys.argv[1:] if argv is None else argv)]).strip()
+    kept: list[Row] = []
+    kept_command = ""
+    if args.keep_from is not None:
+        earlier = json.loads(args.keep_from.read_text())
+        kept = [Row(**r) for r in earlier["rows"] if r["kind"] != "model"]
+        kept_command = earlier["command"]
     settings = Settings()
     try:
         device = pick_device(args.device)
@@ -211,6 +330,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     for codec in codecs:
         rows.append(measure_model(digits, codec))
         log.info("%s", rows[-1])
+    efforts: list[EffortRow] = []
+    if args.efforts:
+        for path, codec in zip(settings.checkpoints(), codecs, strict=True):
+            measured = measure_efforts(digits, codec, args.alone, args.batch)
+            efforts += measured
+            if len(digits) == 10_000:
+                write_figures(figures_path(path), measured, command)
+                log.info("wrote %s", figures_path(path))
+            else:
+                log.info("figures not written beside %s: only the whole test set counts", path)
     for codec in curve:
         rows.append(measure_model(digits, codec, "curve"))
         log.info("%s", rows[-1])
@@ -221,13 +350,28 @@ def main(argv: Sequence[str] | None = None) -> int:
                 continue
             rows.append(measure_classic(digits, name, params))
             log.info("%s", rows[-1])
+    rows += [r for r in kept if r.digits == len(digits)]
     args.out.mkdir(parents=True, exist_ok=True)
     which = "the whole test set" if len(digits) == 10_000 else f"the first {len(digits):,} of the test set"
     header = f"Measured by `{command}` on {len(digits):,} MNIST test digits ({which}).\n\n"
-    (args.out / "rate_distortion.md").write_text(header + markdown_table(rows))
-    result = {"command": command, "digits": len(digits), "rows": [asdict(r) for r in rows]}
+    if kept:
+        header += f"The rows of other codecs and of the learned curve: from `{kept_command}`, carried over.\n\n"
+    table = header + markdown_table(rows)
+    if efforts:
+        table += (
+            "\n## Encode effort\n\nEvery model at every effort level, the same 24 bytes: PSNR of the bytes as "
+            "served; cost on one core (CPU time, one BLAS thread), one digit at a time "
+            f"(the first {efforts[0].alone_digits:,} digits) and in one batch of {efforts[0].batch:,}.\n\n"
+            + effort_table(efforts)
+        )
+    (args.out / "rate_distortion.md").write_text(table)
+    result: dict[str, Any] = {"command": command, "digits": len(digits), "rows": [asdict(r) for r in rows]}
+    if kept:
+        result["rows_carried_over_from"] = kept_command
+    if efforts:
+        result["efforts"] = [asdict(r) for r in efforts]
     (args.out / "rate_distortion.json").write_text(json.dumps(result, indent=2) + "\n")
-    plot(rows, args.out / "rate_distortion.png", len(digits))
+    plot(rows, args.out / "rate_distortion.png", len(digits), efforts)
     log.info("wrote %s", ", ".join(str(args.out / f"rate_distortion.{e}") for e in ("md", "json", "png")))
     return 0
 

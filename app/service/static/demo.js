@@ -1,5 +1,6 @@
 // The demo page: draw or upload a digit; every served model encodes it (/encode) and decodes its
-// 24 bytes (/decode), side by side, each latent shown in its model's own format.
+// 24 bytes (/decode), side by side, each latent shown in its model's own format. Each model has an
+// effort selector (its levels from GET /models): the level is sent as ?effort=N and shown by the result.
 "use strict";
 
 const SIDE = 28; // MNIST's frame
@@ -137,8 +138,9 @@ function canvasPng(canvas) {
 // --- talking to the service -------------------------------------------------------------------
 
 let inputPixels = null; // the 784 bytes sent, for the PSNR
-let models = []; // from GET /models: {name, id, latent_format: {name, ...}}; [{name: ""}] without it
-let cards = []; // per model: {figure, details}
+let lastPng = null; // the PNG sent, encoded again when an effort is changed
+let models = []; // from GET /models: {name, id, latent_format: {name, ...}, efforts, default_effort}; [{name: ""}] without it
+let cards = []; // per model: {figure, details, effort (its <select>, or null), shown (the last request's number)}
 
 async function errorText(response) {
   try {
@@ -171,6 +173,27 @@ function latentView(bytes, formatName) {
   return { label: `${formatName || "unknown format"}: coded bytes`, text: hexOf(bytes) };
 }
 
+function duration(us) {
+  return us >= 1000 ? `${(us / 1000).toPrecision(3)} ms` : `${Math.round(us)} us`;
+}
+
+// One option per level GET /models lists: its number, its test-set PSNR and its cost per digit.
+function effortOptions(model) {
+  const efforts = Array.isArray(model.efforts) ? model.efforts.filter((e) => e && Number.isInteger(e.level)) : [];
+  return efforts.map((e) => {
+    const option = document.createElement("option");
+    option.value = String(e.level);
+    option.textContent = typeof e.psnr_db === "number" ? `${e.level} · ${e.psnr_db.toFixed(2)} dB` : String(e.level);
+    const about = [`effort ${e.level}`];
+    if (typeof e.psnr_db === "number") about.push(`${e.psnr_db.toFixed(2)} dB mean PSNR on the 10,000 test digits`);
+    if (typeof e.us_per_digit === "number") about.push(`${duration(e.us_per_digit)} per digit`);
+    if (e.level === model.default_effort) about.push("the default");
+    option.title = about.join(", ");
+    option.selected = e.level === model.default_effort;
+    return option;
+  });
+}
+
 function psnrDb(a, b) {
   let sum = 0;
   for (let i = 0; i < a.length; i++) sum += ((a[i] - b[i]) / 255) ** 2;
@@ -193,7 +216,7 @@ function card(model) {
   figure.dataset.model = model.name;
   figure.innerHTML = `
     <canvas class="recon" width="${SIDE}" height="${SIDE}"></canvas>
-    <figcaption><strong class="name"></strong><br><span class="size">&nbsp;</span> <span class="psnr"></span></figcaption>`;
+    <figcaption><strong class="name"></strong><br><span class="size">&nbsp;</span> <span class="psnr"></span><br><span class="effort-used"></span><br></figcaption>`;
   const details = document.createElement("section");
   details.className = "latent";
   details.dataset.model = model.name;
@@ -208,19 +231,45 @@ function card(model) {
   for (const name of [figure, details].map((el) => el.querySelector(".name"))) {
     name.textContent = model.name || "default model";
   }
+  let effort = null; // a server that lists no levels gets no selector, and no ?effort=
+  const options = effortOptions(model);
+  if (options.length) {
+    // Under the result it changes: the select is the level to ask for, the bold line the level shown.
+    effort = document.createElement("select");
+    effort.className = "effort";
+    effort.title = "encode effort: level · mean PSNR on the 10,000 test digits";
+    effort.setAttribute("aria-label", `encode effort of ${model.name}`);
+    effort.append(...options);
+    figure.querySelector("figcaption").append(effort);
+  }
   strip.append(figure);
   latentsBox.append(details);
-  return { figure, details };
+  const slot = { figure, details, effort, shown: 0 };
+  if (effort) effort.addEventListener("change", () => again(model, slot));
+  return slot;
+}
+
+function withQuery(path, params) {
+  const query = new URLSearchParams(Object.entries(params).filter(([, v]) => v !== null && v !== ""));
+  const text = query.toString();
+  return text ? `${path}?${text}` : path;
 }
 
 function withModel(path, name) {
-  return name ? `${path}?model=${encodeURIComponent(name)}` : path;
+  return withQuery(path, { model: name });
 }
 
-async function roundTrip(png, model, { figure, details }) {
+let requests = 0; // numbers each round trip, so that a slower, older answer never overwrites a newer one
+
+async function roundTrip(png, model, slot) {
+  const { figure, details } = slot;
+  const number = ++requests;
+  slot.shown = number;
+  const level = slot.effort ? slot.effort.value : null;
   const form = new FormData();
   form.append("img", png, "digit.png");
-  const encoded = await fetch(withModel("/encode", model.name), { method: "POST", body: form });
+  const url = withQuery("/encode", { model: model.name, effort: level });
+  const encoded = await fetch(url, { method: "POST", body: form });
   if (!encoded.ok) throw new Error(`/encode (${model.name}) answered ${await errorText(encoded)}`);
   const latent = new Uint8Array(await encoded.arrayBuffer());
   const modelId = encoded.headers.get("X-Model-Id") || "";
@@ -228,7 +277,9 @@ async function roundTrip(png, model, { figure, details }) {
   if (modelId) headers["X-Model-Id"] = modelId; // decoded by the very weights that encoded it
   const decoded = await fetch(withModel("/decode", model.name), { method: "POST", body: latent, headers });
   if (!decoded.ok) throw new Error(`/decode (${model.name}) answered ${await errorText(decoded)}`);
-  const pixels = await drawPng(await decoded.blob(), figure.querySelector(".recon"));
+  const reconstruction = await decoded.blob();
+  if (slot.shown !== number) return latent.length; // the effort was changed meanwhile: the newer answer shows
+  const pixels = await drawPng(reconstruction, figure.querySelector(".recon"));
   const view = latentView(latent, details.dataset.format);
   details.querySelector(".values-label").textContent = view.label;
   details.querySelector(".values").textContent = view.text;
@@ -236,10 +287,26 @@ async function roundTrip(png, model, { figure, details }) {
   details.querySelector(".model-id").textContent = modelId || "?";
   figure.querySelector(".size").textContent = `${latent.length} bytes`;
   figure.querySelector(".psnr").textContent = `${psnrDb(inputPixels, pixels).toFixed(2)} dB`;
+  figure.querySelector(".effort-used").textContent = level === null ? "" : `effort ${level}`;
+  figure.dataset.effort = level === null ? "" : level;
   return latent.length;
 }
 
+async function again(model, slot) {
+  // A new level for one model: its round trip again, on the digit already sent.
+  if (!lastPng) return;
+  const level = slot.effort.value;
+  setStatus("busy", `Encoding with ${model.name} at effort ${level}...`);
+  try {
+    const size = await roundTrip(lastPng, model, slot);
+    setStatus("done", `${model.name} at effort ${level}: ${size} bytes out.`);
+  } catch (error) {
+    setStatus("error", error.message);
+  }
+}
+
 async function run(png) {
+  lastPng = png;
   setStatus("busy", "Encoding...");
   try {
     await modelsReady;
