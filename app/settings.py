@@ -46,7 +46,7 @@ class Settings(BaseSettings):
         default=16 * 1024 * 1024, gt=0, description="Largest body of a batch request; larger ones get 413."
     )
     max_search_work: int = Field(
-        default=500_000,
+        default=200_000,
         gt=0,
         description=(
             "Most search work one encode request may ask for: its digits x the cost of its effort level "
