@@ -13,7 +13,7 @@ Level 0 keeps its old path (the micro-batcher, batches inline or in a thread). A
 it the search is CPU work of milliseconds per digit, so it always runs in a worker
 thread, never on the event loop, on a thread pool of its own (`search_threads`) so
 that a queue of searches does not hold up the threads the rest of the service uses,
-each with one BLAS thread (app.service.blas).
+each with one BLAS thread (app.blas).
 The request keeps its concurrency slot meanwhile, so `max_concurrency` still holds.
 
 A request's search work is its digits x the level's cost (decoder evaluations per
@@ -27,10 +27,10 @@ import numpy as np
 from anyio import CapacityLimiter, to_thread
 from fastapi import FastAPI, HTTPException, Request
 
+from app import blas
 from app.codec.codecs import Codec, Codecs
 from app.codec.search import Effort
 from app.errors import RequestFormatError
-from app.service import blas
 
 PARAM = "effort"
 SETTING_ENV = "MNIST_CODEC_MAX_SEARCH_WORK"
@@ -95,7 +95,7 @@ async def search(request: Request, codec: Codec, digits: np.ndarray, effort: Eff
 
 
 def _search_here(codec: Codec, digits: np.ndarray, level: int) -> bytes:
-    # In the worker thread: its BLAS products on one thread (app.service.blas: 7x faster here).
+    # In the worker thread: its BLAS products on one thread (app.blas: 7x faster here).
     with blas.one_thread():
         return codec.encode_many(digits, level)
 

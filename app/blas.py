@@ -6,9 +6,10 @@ over cores they mostly wait for each other: here (2 cores, shared with other wor
 highest level took 68.7 ms a digit in a 200-digit batch with OpenBLAS's default threads and
 9.4 ms with one. OpenBLAS 0.3.27+ can set the count for the calling thread alone
 (`openblas_set_num_threads_local`), so the searches run single-threaded, one per worker
-thread (`search_threads` of them), and level 0's products keep the process's setting. The
-bytes do not depend on it (the search's sums are exact: app.codec.search). Where the
-function is not there (another BLAS, an older OpenBLAS), nothing changes.
+thread (`search_threads` of them, app.service.effort), and level 0's products keep the
+process's setting; `mnist-codec encode --local --effort N` does the same. The bytes do not
+depend on it (the search's sums are exact: app.codec.search). Where the function is not
+there (another BLAS, an older OpenBLAS), nothing changes.
 """
 
 import ctypes
