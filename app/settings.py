@@ -51,7 +51,7 @@ class Settings(BaseSettings):
         description="Batch requests worked on at once, each in a worker thread off the event loop; more wait.",
     )
     max_search_work: int = Field(
-        default=500_000,
+        default=200_000,
         gt=0,
         description=(
             "Most search work one encode request may ask for: its digits x the cost of its effort level "

@@ -18,6 +18,7 @@ from conftest import COMMITTED_WEIGHTS, ROOT
 from fastapi import FastAPI
 from openapi_spec_validator import validate
 
+from app import blas
 from app.codec.codecs import Codec
 from app.main import create_app
 from app.settings import Settings
@@ -376,3 +377,23 @@ async def test_on_cuda_concurrent_searches_give_a_batchs_bytes(digits: Digits) -
             assert batch.status_code == 200, batch.text
             alone = await asyncio.gather(*(encode(client, png, query) for png in pngs))
             assert b"".join(a.content for a in alone) == batch.content, codec.name
+
+
+def test_a_search_thread_runs_its_blas_products_on_one_thread() -> None:
+    """numpy's OpenBLAS has a per-thread count here; inside `one_thread` it is 1, and restored after,
+    for the calling thread alone (a fresh thread, so nothing else's setting is touched)."""
+    setter = blas.thread_local_setter()
+    assert setter is not None, "numpy's OpenBLAS has no openblas_set_num_threads_local: searches split products"
+    seen: dict[str, int | bool] = {}
+
+    def in_a_thread() -> None:
+        before = setter(3)
+        with blas.one_thread() as done:
+            seen["set"] = done
+            seen["inside"] = setter(1)  # returns the count in force: 1
+        seen["after"] = setter(before)  # the 3 it was before the block
+
+    worker = threading.Thread(target=in_a_thread)
+    worker.start()
+    worker.join()
+    assert seen == {"set": True, "inside": 1, "after": 3}

@@ -123,7 +123,7 @@ def test_efforts_measure_every_level_and_write_figures_only_for_the_whole_test_s
     base = next(r for r in result["rows"] if r["codec"] == "mlp24")
     assert by_level["mlp24", 0]["psnr_db"] == pytest.approx(base["mean_psnr_db"])  # level 0 is the served pass
     assert "## Encode effort" in (out / "rate_distortion.md").read_text()
-    assert "| mlp24 | 3 | 40 steps |" in (out / "rate_distortion.md").read_text()
+    assert "| mlp24 | 3 | 150 steps |" in (out / "rate_distortion.md").read_text()
     assert not any(p.name.endswith(".efforts.json") for p in tmp_path.iterdir())  # 4 digits: not the test set
 
 

@@ -134,7 +134,8 @@ def measure_efforts(digits: np.ndarray, codec: Codec, alone: int, batch: int) ->
     """
     rows = []
     for effort in codec.efforts:
-        data = b"".join(codec.encode_many(digits[i : i + 1000], effort.level) for i in range(0, len(digits), 1000))
+        with blas.threads(1):  # more BLAS threads only fight over the small products (and other jobs' cores)
+            data = b"".join(codec.encode_many(digits[i : i + 1000], effort.level) for i in range(0, len(digits), 1000))
         size = codec.format.nbytes
         decoded = np.stack(
             [imaging.read_digit(codec.decode(data[i * size : (i + 1) * size])) for i in range(len(digits))]
@@ -315,7 +316,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.keep_from is not None:
         earlier = json.loads(args.keep_from.read_text())
         kept = [Row(**r) for r in earlier["rows"] if r["kind"] != "model"]
-        kept_command = earlier["command"]
+        kept_command = earlier.get("rows_carried_over_from", earlier["command"])  # where they were measured
     settings = Settings()
     try:
         device = pick_device(args.device)
