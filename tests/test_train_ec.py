@@ -33,7 +33,18 @@ def test_the_defaults_spelt_out_train_the_same_weights(synthetic_mnist: Path, tm
         synthetic_mnist,
         tmp_path / "spelt",
         *("--shift", "0", "--elastic", "0", "--ema", "0", "--weight-decay", "0", "--val-digits", "0"),
-        *("--budget", "mean", "--hidden", "512,256", "--decoder-hidden", "256,512", "--clock", "wall"),
+        *(
+            "--budget",
+            "mean",
+            "--prior-weight",
+            "0",
+            "--hidden",
+            "512,256",
+            "--decoder-hidden",
+            "256,512",
+            "--clock",
+            "wall",
+        ),
     )
     assert spelt["model_id"] == plain["model_id"]
     shifted = run(synthetic_mnist, tmp_path / "shifted", "--shift", "1")
@@ -134,6 +145,7 @@ def test_patience_stops_the_run(synthetic_mnist: Path, tmp_path: Path) -> None:
         pytest.param(["--patience", "2"], id="patience-without-validation"),
         pytest.param(["--ema", "1"], id="ema-of-one"),
         pytest.param(["--shift", "-1"], id="negative-shift"),
+        pytest.param(["--prior-weight", "-1"], id="negative-prior-weight"),
         pytest.param(["--hidden", "512,x"], id="bad-widths"),
     ],
 )
@@ -160,6 +172,20 @@ def test_hinge_charges_only_bits_over_the_cap_to_the_encoder() -> None:
     mean = dataclasses.replace(config, budget="mean")
     train_ec.loss_of(mean, model, torch.zeros(4), q, lam=5.0)[0].backward()  # type: ignore[no-untyped-call]
     assert q.grad is not None and torch.count_nonzero(q.grad) > 0  # v1: lam prices every bit
+
+
+def test_prior_weight_fits_the_prior_under_the_mean_budget_too() -> None:
+    torch.manual_seed(0)
+    model = EntropyCodedAutoencoder(EntropyCodedArgs(hidden=(8,)))
+    q = (torch.randn(4, 64) * 3).round().requires_grad_(True)
+    v1 = dataclasses.replace(train_ec.ECConfig(), cap_bits=1e6)
+    train_ec.loss_of(v1, model, torch.zeros(4), q, lam=0.0)[0].backward()  # type: ignore[no-untyped-call]
+    assert model.prior_means.grad is not None and model.prior_means.grad.abs().sum() == 0  # v1: lam alone
+    model.zero_grad()
+    fitted = dataclasses.replace(v1, prior_weight=1.0)
+    train_ec.loss_of(fitted, model, torch.zeros(4), q, lam=0.0)[0].backward()  # type: ignore[no-untyped-call]
+    assert model.prior_means.grad.abs().sum() > 0
+    assert q.grad is not None and torch.count_nonzero(q.grad) == 0  # the fit leaves the encoder alone
 
 
 def test_hinge_run_keeps_lam_at_zero(synthetic_mnist: Path, tmp_path: Path) -> None:

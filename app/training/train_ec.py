@@ -96,7 +96,7 @@ class ECConfig:
     val_digits: int = 0
     patience: int | None = None
     budget: str = "mean"
-    prior_weight: float = 1.0
+    prior_weight: float | None = None  # None: 0 under the mean budget (v1), 1 under the hinge
     hidden: tuple[int, ...] = (512, 256)
     decoder_hidden: tuple[int, ...] | None = None
 
@@ -154,8 +154,9 @@ def parse_args(argv: Sequence[str] | None) -> ECConfig:
     v2.add_argument("--budget", choices=("mean", "hinge"), default=d.budget,
                     help="mean: hold the mean code length at --target-bits (v1); hinge: only --penalty per bit "
                     "over --cap-bits, so each digit spends its own bytes")  # fmt: skip
-    v2.add_argument("--prior-weight", type=float, default=d.prior_weight,
-                    help="--budget hinge: weight of the prior's own fit to the latents (default 1)")  # fmt: skip
+    v2.add_argument("--prior-weight", type=float, default=None,
+                    help="weight of the prior's own fit to the latents "
+                    "(default: 0 under --budget mean, 1 under hinge)")  # fmt: skip
     v2.add_argument(
         "--hidden", type=_widths, default=d.hidden, help="encoder widths, mirrored by the decoder (default 512,256)"
     )
@@ -172,6 +173,8 @@ def parse_args(argv: Sequence[str] | None) -> ECConfig:
         p.error("--shift, --elastic and --weight-decay must be >= 0, --elastic-sigma > 0")
     if not 0 <= config.ema < 1:
         p.error("--ema must be in [0, 1)")
+    if config.prior_weight is not None and config.prior_weight < 0:
+        p.error("--prior-weight must be >= 0")
     if config.val_digits < 0 or (config.patience is not None and (config.patience < 1 or not config.val_digits)):
         p.error("--val-digits must be >= 0; --patience needs --val-digits and must be positive")
     if config.decoder_hidden == config.hidden[::-1]:
@@ -247,14 +250,18 @@ def loss_of(
     mean: -mean PSNR + lam * mean bits + penalty * mean bits over the cap (v1, in v1's order of sums).
     hinge: -mean PSNR + the penalty alone, so a digit under the cap is free to spend bits on its PSNR.
     The hinge alone would teach the prior only from the digits over the cap, so the prior is also
-    fitted to every latent: the bits of the detached latents, a gradient for the prior alone, which
-    leaves the encoder's trade untouched.
+    fitted to every latent (--prior-weight, 1 by default under the hinge): the bits of the detached
+    latents, a gradient for the prior alone, which leaves the encoder's trade untouched. Under the
+    mean budget v1 has no such term: there the prior learns from lam's term, which pushes it *away*
+    from the latents whenever lam is negative (--prior-weight adds the fit there too).
     """
     bits = model.bits(q)
     over = config.penalty * F.relu(bits - config.cap_bits).mean()
-    if config.budget == "mean":
-        return -psnr.mean() + lam * bits.mean() + over, bits.detach()
-    return -psnr.mean() + over + config.prior_weight * model.bits(q.detach()).mean(), bits.detach()
+    fit = config.prior_weight if config.prior_weight is not None else float(config.budget == "hinge")
+    loss = -psnr.mean() + lam * bits.mean() + over if config.budget == "mean" else -psnr.mean() + over
+    if fit:
+        loss = loss + fit * model.bits(q.detach()).mean()
+    return loss, bits.detach()
 
 
 def train(
