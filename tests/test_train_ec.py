@@ -146,6 +146,7 @@ def test_patience_stops_the_run(synthetic_mnist: Path, tmp_path: Path) -> None:
         pytest.param(["--ema", "1"], id="ema-of-one"),
         pytest.param(["--shift", "-1"], id="negative-shift"),
         pytest.param(["--prior-weight", "-1"], id="negative-prior-weight"),
+        pytest.param(["--bit-reward", "0.01"], id="bit-reward-without-hinge"),
         pytest.param(["--hidden", "512,x"], id="bad-widths"),
     ],
 )
@@ -186,6 +187,21 @@ def test_prior_weight_fits_the_prior_under_the_mean_budget_too() -> None:
     train_ec.loss_of(fitted, model, torch.zeros(4), q, lam=0.0)[0].backward()  # type: ignore[no-untyped-call]
     assert model.prior_means.grad.abs().sum() > 0
     assert q.grad is not None and torch.count_nonzero(q.grad) == 0  # the fit leaves the encoder alone
+
+
+def test_bit_reward_pays_the_encoder_up_to_the_cap_and_leaves_the_prior_alone() -> None:
+    torch.manual_seed(0)
+    model = EntropyCodedAutoencoder(EntropyCodedArgs(hidden=(8,)))
+    q = (torch.randn(4, 64) * 3).round().requires_grad_(True)
+    assert torch.allclose(train_ec.encoder_bits(model, q), model.bits(q))
+    config = dataclasses.replace(train_ec.ECConfig(), budget="hinge", cap_bits=1e6, prior_weight=0.0, bit_reward=0.1)
+    train_ec.loss_of(config, model, torch.zeros(4), q, lam=0.0)[0].backward()  # type: ignore[no-untyped-call]
+    assert q.grad is not None and torch.count_nonzero(q.grad) > 0  # the encoder is paid for bits
+    assert model.prior_means.grad is None or model.prior_means.grad.abs().sum() == 0  # the prior is not
+    q.grad = None
+    reward_only = dataclasses.replace(config, cap_bits=1.0, penalty=0.0)  # every digit over the cap: no reward
+    train_ec.loss_of(reward_only, model, torch.zeros(4), q, lam=0.0)[0].backward()  # type: ignore[no-untyped-call]
+    assert torch.count_nonzero(q.grad) == 0
 
 
 def test_hinge_run_keeps_lam_at_zero(synthetic_mnist: Path, tmp_path: Path) -> None:

@@ -53,6 +53,7 @@ from app.codec import arith
 from app.codec.engine import make_engine
 from app.codec.latent import ArithmeticCodedFormat
 from app.codec.model import (
+    MIN_SCALE,
     EntropyCodedArgs,
     EntropyCodedAutoencoder,
     checkpoint_of,
@@ -97,6 +98,7 @@ class ECConfig:
     patience: int | None = None
     budget: str = "mean"
     prior_weight: float | None = None  # None: 0 under the mean budget (v1), 1 under the hinge
+    bit_reward: float = 0.0
     hidden: tuple[int, ...] = (512, 256)
     decoder_hidden: tuple[int, ...] | None = None
 
@@ -157,6 +159,9 @@ def parse_args(argv: Sequence[str] | None) -> ECConfig:
     v2.add_argument("--prior-weight", type=float, default=None,
                     help="weight of the prior's own fit to the latents "
                     "(default: 0 under --budget mean, 1 under hinge)")  # fmt: skip
+    v2.add_argument("--bit-reward", type=float, default=d.bit_reward,
+                    help="--budget hinge: minus this per bit a digit spends up to the cap, paid by the encoder "
+                    "alone (default 0)")  # fmt: skip
     v2.add_argument(
         "--hidden", type=_widths, default=d.hidden, help="encoder widths, mirrored by the decoder (default 512,256)"
     )
@@ -175,6 +180,8 @@ def parse_args(argv: Sequence[str] | None) -> ECConfig:
         p.error("--ema must be in [0, 1)")
     if config.prior_weight is not None and config.prior_weight < 0:
         p.error("--prior-weight must be >= 0")
+    if config.bit_reward < 0 or (config.bit_reward and config.budget != "hinge"):
+        p.error("--bit-reward must be >= 0, and goes with --budget hinge (the mean budget has lam)")
     if config.val_digits < 0 or (config.patience is not None and (config.patience < 1 or not config.val_digits)):
         p.error("--val-digits must be >= 0; --patience needs --val-digits and must be positive")
     if config.decoder_hidden == config.hidden[::-1]:
@@ -254,14 +261,35 @@ def loss_of(
     latents, a gradient for the prior alone, which leaves the encoder's trade untouched. Under the
     mean budget v1 has no such term: there the prior learns from lam's term, which pushes it *away*
     from the latents whenever lam is negative (--prior-weight adds the fit there too).
+    Measured, the hinge alone leaves digits well under the cap (nothing asks the encoder to spread its
+    latents), so --bit-reward pays the encoder for each bit up to the cap, at a price the prior does
+    not see (`encoder_bits`): a reward the prior could collect would teach it to fit worse.
     """
     bits = model.bits(q)
     over = config.penalty * F.relu(bits - config.cap_bits).mean()
     fit = config.prior_weight if config.prior_weight is not None else float(config.budget == "hinge")
     loss = -psnr.mean() + lam * bits.mean() + over if config.budget == "mean" else -psnr.mean() + over
+    if config.bit_reward:
+        loss = loss - config.bit_reward * torch.clamp(encoder_bits(model, q), max=config.cap_bits).mean()
     if fit:
         loss = loss + fit * model.bits(q.detach()).mean()
     return loss, bits.detach()
+
+
+def encoder_bits(model: EntropyCodedAutoencoder, q: torch.Tensor) -> torch.Tensor:
+    """`model.bits(q)` with the prior's parameters held fixed: its gradient reaches the latents only.
+
+    The same formula as `EntropyCodedAutoencoder.likelihood` (a test holds them equal).
+    """
+    qe = q.unsqueeze(-1)
+    means = model.prior_means.detach()
+    scale = torch.exp(model.prior_log_scales.detach()).clamp_min(MIN_SCALE)
+    upper = torch.sigmoid((qe + 0.5 - means) / scale)
+    lower = torch.sigmoid((qe - 0.5 - means) / scale)
+    weights = torch.softmax(model.prior_logits.detach(), dim=-1)
+    mass = ((upper - lower) * weights).sum(-1).clamp_min(1e-9)
+    bits: torch.Tensor = -torch.log2(mass).sum(dim=1)
+    return bits
 
 
 def train(
