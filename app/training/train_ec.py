@@ -19,6 +19,12 @@ The recipe (every flag overrides it):
   when the time is up (on a machine shared with other jobs, the epochs a budget buys vary);
 - seed 42 for the weights, the shuffling and the noise; torch on one CPU thread by default.
 
+The v2 research options, each off by default so the recipe above is unchanged (measured in
+docs/ec64_v2_research.md): --shift and --elastic (`app.training.augment`), --ema, --weight-decay,
+--val-digits and --patience (a split of the training digits picks the weights), --budget hinge
+with --bit-reward and --prior-weight (`loss_of`), --hidden and --decoder-hidden, and --clock cpu
+(--minutes counted in this process's CPU time, for equal budgets on a shared machine).
+
 After training the prior is frozen into integer frequency tables (`build_tables`) and the
 test digits go through the real coder (the numpy float64 engine, the rate control, the
 arithmetic code, 24 bytes, the decoder): metrics.json records that PSNR, the distribution
