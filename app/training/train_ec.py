@@ -19,6 +19,12 @@ The recipe (every flag overrides it):
   when the time is up (on a machine shared with other jobs, the epochs a budget buys vary);
 - seed 42 for the weights, the shuffling and the noise; torch on one CPU thread by default.
 
+The v2 research options, each off by default so the recipe above is unchanged (measured in
+docs/ec64_v2_research.md): --shift and --elastic (`app.training.augment`), --ema, --weight-decay,
+--val-digits and --patience (a split of the training digits picks the weights), --budget hinge
+with --bit-reward and --prior-weight (`loss_of`), --hidden and --decoder-hidden, and --clock cpu
+(--minutes counted in this process's CPU time, for equal budgets on a shared machine).
+
 After training the prior is frozen into integer frequency tables (`build_tables`) and the
 test digits go through the real coder (the numpy float64 engine, the rate control, the
 arithmetic code, 24 bytes, the decoder): metrics.json records that PSNR, the distribution
@@ -32,13 +38,15 @@ model for another budget (the rate-distortion curve; such a checkpoint is not se
 """
 
 import argparse
+import itertools
 import json
 import logging
 import math
 import shlex
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -50,9 +58,16 @@ import torch.nn.functional as F
 from app.codec import arith
 from app.codec.engine import make_engine
 from app.codec.latent import ArithmeticCodedFormat
-from app.codec.model import EntropyCodedArgs, EntropyCodedAutoencoder, checkpoint_of, save_checkpoint
+from app.codec.model import (
+    MIN_SCALE,
+    EntropyCodedArgs,
+    EntropyCodedAutoencoder,
+    checkpoint_of,
+    model_id,
+    save_checkpoint,
+)
 from app.errors import DataError
-from app.training import quality
+from app.training import augment, quality
 from app.training.train import load_mnist, to_unit
 
 log = logging.getLogger("app.training.train_ec")
@@ -62,6 +77,7 @@ log = logging.getLogger("app.training.train_ec")
 class ECConfig:
     epochs: int = 150
     minutes: float | None = None
+    clock: str = "wall"
     batch_size: int = 128
     lr: float = 2e-3
     target_bits: float = 180.0
@@ -78,6 +94,29 @@ class ECConfig:
     threads: int = 1
     from_state: Path | None = None
     dry_run: bool = False
+    # The v2 research options (app.training.augment, docs/ec64_v2_research.md); each default is v1's recipe.
+    shift: int = 0
+    elastic: float = 0.0
+    elastic_sigma: float = 4.0
+    ema: float = 0.0
+    weight_decay: float = 0.0
+    val_digits: int = 0
+    patience: int | None = None
+    budget: str = "mean"
+    prior_weight: float | None = None  # None: 0 under the mean budget (v1), 1 under the hinge
+    bit_reward: float = 0.0
+    hidden: tuple[int, ...] = (512, 256)
+    decoder_hidden: tuple[int, ...] | None = None
+
+
+def _widths(text: str) -> tuple[int, ...]:
+    try:
+        widths = tuple(int(w) for w in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of widths") from None
+    if not widths or min(widths) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: widths must be positive")
+    return widths
 
 
 def parse_args(argv: Sequence[str] | None) -> ECConfig:
@@ -85,6 +124,9 @@ def parse_args(argv: Sequence[str] | None) -> ECConfig:
     p = argparse.ArgumentParser(prog="python -m app.training.train_ec", description=__doc__.split("\n\n")[0])
     p.add_argument("--epochs", type=int, default=d.epochs, help=f"passes over the data (default {d.epochs})")
     p.add_argument("--minutes", type=float, default=None, help="train for this wall time instead of --epochs")
+    p.add_argument("--clock", choices=("wall", "cpu"), default=d.clock,
+                   help="what --minutes counts: wall time (default) or this process's CPU time, which other jobs "
+                   "on a shared machine do not eat into")  # fmt: skip
     p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"default {d.batch_size}")
     p.add_argument("--lr", type=float, default=d.lr, help=f"peak Adam learning rate (default {d.lr})")
     p.add_argument("--target-bits", type=float, default=d.target_bits, help="mean code length to hold (default 180)")
@@ -101,13 +143,65 @@ def parse_args(argv: Sequence[str] | None) -> ECConfig:
     p.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads (default 1)")
     p.add_argument("--from-state", type=Path, default=None, help="finish a state.pt of an earlier run, no training")
     p.add_argument("--dry-run", action="store_true", help="one epoch on 128 digits (for tests)")
+    v2 = p.add_argument_group("v2 research options (each default keeps v1's recipe)")
+    v2.add_argument(
+        "--shift", type=int, default=d.shift, help="random whole-pixel shifts of up to N a side (default 0)"
+    )
+    v2.add_argument(
+        "--elastic", type=float, default=d.elastic, help="elastic distortion strength in pixels (default 0)"
+    )
+    v2.add_argument("--elastic-sigma", type=float, default=d.elastic_sigma, help="its smoothing in pixels (default 4)")
+    v2.add_argument("--ema", type=float, default=d.ema,
+                    help="decay of an EMA of the weights, which is evaluated and saved (default 0: none)")  # fmt: skip
+    v2.add_argument("--weight-decay", type=float, default=d.weight_decay,
+                    help="AdamW's decoupled decay on the linear weights (default 0: plain Adam)")  # fmt: skip
+    v2.add_argument("--val-digits", type=int, default=d.val_digits,
+                    help="hold out the last N training digits, pick the best evaluation on them")  # fmt: skip
+    v2.add_argument("--patience", type=int, default=None,
+                    help="with --val-digits, stop after N evaluations without a better validation PSNR")  # fmt: skip
+    v2.add_argument("--budget", choices=("mean", "hinge"), default=d.budget,
+                    help="mean: hold the mean code length at --target-bits (v1); hinge: only --penalty per bit "
+                    "over --cap-bits, so each digit spends its own bytes")  # fmt: skip
+    v2.add_argument("--prior-weight", type=float, default=None,
+                    help="weight of the prior's own fit to the latents "
+                    "(default: 0 under --budget mean, 1 under hinge)")  # fmt: skip
+    v2.add_argument("--bit-reward", type=float, default=d.bit_reward,
+                    help="--budget hinge: minus this per bit a digit spends up to the cap, paid by the encoder "
+                    "alone (default 0)")  # fmt: skip
+    v2.add_argument(
+        "--hidden", type=_widths, default=d.hidden, help="encoder widths, mirrored by the decoder (default 512,256)"
+    )
+    v2.add_argument("--decoder-hidden", type=_widths, default=None,
+                    help="decoder widths from the latent up, when not the encoder's mirror (research only: "
+                    "EntropyCodedArgs has one `hidden`, so such weights are not written as a checkpoint)")  # fmt: skip
     args = p.parse_args(argv)
     config = replace(d, **vars(args))
     if config.dry_run:
         config = replace(config, epochs=1, minutes=None, limit=min(config.limit or 128, 128), eval_every=1)
     if config.epochs < 1 or config.batch_size < 1 or config.threads < 1 or config.code_bytes < 1:
         p.error("--epochs, --batch-size, --threads and --code-bytes must be positive")
+    if config.shift < 0 or config.elastic < 0 or config.elastic_sigma <= 0 or config.weight_decay < 0:
+        p.error("--shift, --elastic and --weight-decay must be >= 0, --elastic-sigma > 0")
+    if not 0 <= config.ema < 1:
+        p.error("--ema must be in [0, 1)")
+    if config.prior_weight is not None and config.prior_weight < 0:
+        p.error("--prior-weight must be >= 0")
+    if config.bit_reward < 0 or (config.bit_reward and config.budget != "hinge"):
+        p.error("--bit-reward must be >= 0, and goes with --budget hinge (the mean budget has lam)")
+    if config.val_digits < 0 or (config.patience is not None and (config.patience < 1 or not config.val_digits)):
+        p.error("--val-digits must be >= 0; --patience needs --val-digits and must be positive")
+    if config.decoder_hidden == config.hidden[::-1]:
+        config = replace(config, decoder_hidden=None)  # the mirror image is the served architecture
     return config
+
+
+def decoder_of(widths: list[int]) -> torch.nn.Sequential:
+    """ec64's decoder layout (linear, GELU tanh between, sigmoid last) for other widths: --decoder-hidden."""
+    layers: list[torch.nn.Module] = []
+    for i, (n_in, n_out) in enumerate(itertools.pairwise(widths)):
+        layers.append(torch.nn.Linear(n_in, n_out))
+        layers.append(torch.nn.GELU(approximate="tanh") if i < len(widths) - 2 else torch.nn.Sigmoid())
+    return torch.nn.Sequential(*layers)
 
 
 def onecycle_lr(peak: float, progress: float) -> float:
@@ -118,22 +212,116 @@ def onecycle_lr(peak: float, progress: float) -> float:
     return end + (peak - end) * (1 + math.cos(math.pi * min(1.0, (progress - 0.1) / 0.9))) / 2
 
 
+class WeightAverage:
+    """An exponential moving average of a model's parameters (with the usual warm-up of the decay)."""
+
+    def __init__(self, model: torch.nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.params = [p.detach().clone() for p in model.parameters()]
+        self.updates = 0
+
+    def update(self, model: torch.nn.Module) -> None:
+        self.updates += 1
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        with torch.no_grad():
+            for average, p in zip(self.params, model.parameters(), strict=True):
+                average.lerp_(p, 1 - decay)
+
+    @contextmanager
+    def applied(self, model: torch.nn.Module) -> Iterator[None]:
+        """The average in the model for the block, the live weights back after it."""
+        live = [p.detach().clone() for p in model.parameters()]
+        copy_into(model, self.params)
+        try:
+            yield
+        finally:
+            copy_into(model, live)
+
+
+def copy_into(model: torch.nn.Module, values: list[torch.Tensor]) -> None:
+    with torch.no_grad():
+        for p, v in zip(model.parameters(), values, strict=True):
+            p.copy_(v)
+
+
+def make_optimizer(config: ECConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """v1's Adam, or AdamW decaying only the linear layers' weights (not biases, not the prior)."""
+    if config.weight_decay == 0:
+        return torch.optim.Adam(model.parameters(), lr=config.lr)
+    decayed = [p for name, p in model.named_parameters() if name.startswith(("encoder.", "decoder.")) and p.ndim == 2]
+    ids = {id(p) for p in decayed}
+    rest = [p for p in model.parameters() if id(p) not in ids]
+    groups = [{"params": decayed, "weight_decay": config.weight_decay}, {"params": rest, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=config.lr)
+
+
+def loss_of(
+    config: ECConfig, model: EntropyCodedAutoencoder, psnr: torch.Tensor, q: torch.Tensor, lam: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The loss and each digit's code length, given its PSNR, its latents q (integers, or plus noise) and lam.
+
+    mean: -mean PSNR + lam * mean bits + penalty * mean bits over the cap (v1, in v1's order of sums).
+    hinge: -mean PSNR + the penalty alone, so a digit under the cap is free to spend bits on its PSNR.
+    The hinge alone would teach the prior only from the digits over the cap, so the prior is also
+    fitted to every latent (--prior-weight, 1 by default under the hinge): the bits of the detached
+    latents, a gradient for the prior alone, which leaves the encoder's trade untouched. Under the
+    mean budget v1 has no such term: there the prior learns from lam's term, which pushes it *away*
+    from the latents whenever lam is negative (--prior-weight adds the fit there too).
+    Measured, the hinge alone leaves digits well under the cap (nothing asks the encoder to spread its
+    latents), so --bit-reward pays the encoder for each bit up to the cap, at a price the prior does
+    not see (`encoder_bits`): a reward the prior could collect would teach it to fit worse.
+    """
+    bits = model.bits(q)
+    over = config.penalty * F.relu(bits - config.cap_bits).mean()
+    fit = config.prior_weight if config.prior_weight is not None else float(config.budget == "hinge")
+    loss = -psnr.mean() + lam * bits.mean() + over if config.budget == "mean" else -psnr.mean() + over
+    if config.bit_reward:
+        loss = loss - config.bit_reward * torch.clamp(encoder_bits(model, q), max=config.cap_bits).mean()
+    if fit:
+        loss = loss + fit * model.bits(q.detach()).mean()
+    return loss, bits.detach()
+
+
+def encoder_bits(model: EntropyCodedAutoencoder, q: torch.Tensor) -> torch.Tensor:
+    """`model.bits(q)` with the prior's parameters held fixed: its gradient reaches the latents only.
+
+    The same formula as `EntropyCodedAutoencoder.likelihood` (a test holds them equal).
+    """
+    qe = q.unsqueeze(-1)
+    means = model.prior_means.detach()
+    scale = torch.exp(model.prior_log_scales.detach()).clamp_min(MIN_SCALE)
+    upper = torch.sigmoid((qe + 0.5 - means) / scale)
+    lower = torch.sigmoid((qe - 0.5 - means) / scale)
+    weights = torch.softmax(model.prior_logits.detach(), dim=-1)
+    mass = ((upper - lower) * weights).sum(-1).clamp_min(1e-9)
+    bits: torch.Tensor = -torch.log2(mass).sum(dim=1)
+    return bits
+
+
 def train(
-    config: ECConfig, model: EntropyCodedAutoencoder, train_x: torch.Tensor, test_x: torch.Tensor
+    config: ECConfig,
+    model: EntropyCodedAutoencoder,
+    train_x: torch.Tensor,
+    test_x: torch.Tensor,
+    val_x: torch.Tensor | None = None,
 ) -> list[dict[str, Any]]:
     torch.manual_seed(config.seed)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    optimizer = make_optimizer(config, model)
+    average = WeightAverage(model, config.ema) if config.ema > 0 else None
     steps_per_epoch = math.ceil(len(train_x) / config.batch_size)
     total_steps = config.epochs * steps_per_epoch
     generator = torch.Generator().manual_seed(config.seed)
     lam = 0.0
     history: list[dict[str, Any]] = []
-    start = time.perf_counter()
+    best: tuple[float, int, list[torch.Tensor]] | None = None  # validation PSNR, epoch, the weights evaluated
+    stale = 0
+    clock = time.process_time if config.clock == "cpu" else time.perf_counter
+    start, wall_start, cpu_start = clock(), time.perf_counter(), time.process_time()
     step, done, epoch = 0, False, 0
 
     def progress() -> float:
         if config.minutes is not None:
-            return (time.perf_counter() - start) / (60 * config.minutes)
+            return (clock() - start) / (60 * config.minutes)
         return step / total_steps
 
     while not done:
@@ -145,6 +333,8 @@ def train(
         seen = 0
         for i in range(steps_per_epoch):
             x = to_unit(train_x[order[i * config.batch_size : (i + 1) * config.batch_size]])
+            x = augment.elastic(x, config.elastic, config.elastic_sigma, generator)
+            x = augment.shift(x, config.shift, generator)
             z = model.encoder(x)
             if straight_through:
                 q = z + (torch.round(z) - z).detach()
@@ -152,17 +342,18 @@ def train(
                 q = z + torch.rand(z.shape, generator=generator) - 0.5
             y = model.decoder(q)
             psnr = -10 * torch.log10(((y - x) ** 2).mean(dim=1) + 1e-5)
-            bits = model.bits(q)
-            loss = -psnr.mean() + lam * bits.mean() + config.penalty * F.relu(bits - config.cap_bits).mean()
+            loss, bits = loss_of(config, model, psnr, q, lam)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()  # type: ignore[no-untyped-call]
             now = progress()
             for group in optimizer.param_groups:
                 group["lr"] = onecycle_lr(config.lr, min(now, 1.0))
             optimizer.step()
+            if average is not None:
+                average.update(model)
             step += 1
-            mean_bits = bits.mean().item()
-            lam += 1e-5 * (mean_bits - config.target_bits)
+            if config.budget == "mean":
+                lam += 1e-5 * (bits.mean().item() - config.target_bits)
             psnr_sum += psnr.sum().item()
             bits_sum += bits.sum().item()
             over += (bits > config.cap_bits).sum().item()
@@ -178,18 +369,44 @@ def train(
             "train_over_cap": over / seen,
             "lam": lam,
             "lr": optimizer.param_groups[0]["lr"],
-            "seconds": time.perf_counter() - start,
+            "seconds": time.perf_counter() - wall_start,
+            "cpu_seconds": time.process_time() - cpu_start,
         }
         if done and seen < len(train_x):
             row["digits_this_epoch"] = seen
         if epoch % config.eval_every == 0 or done:
-            row.update(ideal_metrics(model, test_x, 8 * config.code_bytes))
-            config.out.mkdir(parents=True, exist_ok=True)
-            torch.save({"state_dict": model.state_dict(), "history": [*history, row]}, config.out / "state.pt")
+            with average.applied(model) if average is not None else nullcontext():
+                row.update(ideal_metrics(model, test_x, 8 * config.code_bytes))
+                if val_x is not None:
+                    val = ideal_metrics(model, val_x, 8 * config.code_bytes)
+                    row["val_psnr_db_rounded"], row["val_bits_mean"] = (
+                        val["test_psnr_db_rounded"],
+                        val["test_bits_mean"],
+                    )
+                    if best is None or row["val_psnr_db_rounded"] > best[0]:
+                        best, stale = (
+                            (row["val_psnr_db_rounded"], epoch, [p.detach().clone() for p in model.parameters()]),
+                            0,
+                        )
+                    else:
+                        stale += 1
+                config.out.mkdir(parents=True, exist_ok=True)
+                torch.save({"state_dict": model.state_dict(), "history": [*history, row]}, config.out / "state.pt")
+            if config.patience is not None and stale >= config.patience:
+                row["stopped_early"] = True
+                done = True
         history.append(row)
         log.info(
             "epoch %d %s", epoch, json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()})
         )
+    # What is evaluated and saved: the validation's pick, else the average, else the last weights.
+    if best is not None:
+        copy_into(model, best[2])
+        history[-1]["selected_epoch"] = best[1]
+    elif average is not None:
+        copy_into(model, average.params)
+    if best is not None or average is not None:
+        torch.save({"state_dict": model.state_dict(), "history": history}, config.out / "state.pt")
     return history
 
 
@@ -316,10 +533,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    val_x = None
+    if config.val_digits:
+        if config.val_digits >= len(train_x):
+            print(
+                f"error: --val-digits {config.val_digits} leaves no training digits of {len(train_x)}", file=sys.stderr
+            )
+            return 2
+        # the last N of the 60,000 training digits; the test digits stay unseen by any choice
+        train_x, val_x = train_x[: -config.val_digits], train_x[-config.val_digits :]
     torch.manual_seed(config.seed)
     model = EntropyCodedAutoencoder(
-        EntropyCodedArgs(latent_dim=config.latent_dim, mixtures=config.mixtures, code_bytes=config.code_bytes)
+        EntropyCodedArgs(
+            hidden=config.hidden, latent_dim=config.latent_dim, mixtures=config.mixtures, code_bytes=config.code_bytes
+        )
     )
+    if config.decoder_hidden is not None:
+        model.decoder = decoder_of([config.latent_dim, *config.decoder_hidden, model.args.in_dim])
     if config.from_state is not None:
         state = torch.load(config.from_state, map_location="cpu", weights_only=True)
         model.load_state_dict(state["state_dict"], strict=False)  # the tables are built below
@@ -333,7 +563,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # only then: the flag is the CPU thread's, and the coded evaluation below must run as the service does.
         torch.set_flush_denormal(True)
         try:
-            history = train(config, model, train_x, test_x)
+            history = train(config, model, train_x, test_x, val_x)
         finally:
             torch.set_flush_denormal(False)
         research_args = None
@@ -354,6 +584,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "data_md5": md5s,
         "train_digits": len(train_x),
         "test_digits": len(test_x),
+        "val_digits": 0 if val_x is None else len(val_x),
+        # the gap: up to 10,000 training digits, undistorted, rounded latents, no rate control (as the epochs' test)
+        "train_eval": {
+            k.removeprefix("test_"): v for k, v in ideal_metrics(model, train_x[:10_000], 8 * config.code_bytes).items()
+        },
         "train_seconds": round(history[-1]["seconds"], 1),
         "epochs_trained": len(history),
         # --from-state: the arguments of the run that wrote the state, when it recorded them
@@ -364,7 +599,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "coded": coded,
     }
     config.out.mkdir(parents=True, exist_ok=True)
-    metrics["model_id"] = save_checkpoint(config.out / f"{model.arch}.safetensors", model, metadata=metrics)
+    if config.decoder_hidden is None:
+        metrics["model_id"] = save_checkpoint(config.out / f"{model.arch}.safetensors", model, metadata=metrics)
+    else:
+        # EntropyCodedArgs rebuilds the decoder as the encoder's mirror, so a loader would refuse these weights.
+        metrics["model_id"] = model_id(model.state_dict(), model.arch)
+        metrics["checkpoint"] = "not written: --decoder-hidden needs a decoder width in EntropyCodedArgs"
     (config.out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     write_pictures(config.out, history, test_x, decoded, model.arch, config.code_bytes)
     before = coded["code_bits_before_rate_control"]
