@@ -95,7 +95,7 @@ async def search(request: Request, codec: Codec, digits: np.ndarray, effort: Eff
 
 
 def search_here(codec: Codec, digits: np.ndarray, level: int) -> bytes:
-    """`codec.encode_many` at `level`, in a search worker thread: its BLAS products on one thread (app.blas: 7x faster here)."""
+    """`codec.encode_many` at `level`, for a search worker thread: BLAS on one thread (app.blas: 7x faster here)."""
     with blas.one_thread():
         return codec.encode_many(digits, level)
 
