@@ -380,8 +380,8 @@ def _timed(function: Callable[[], object]) -> tuple[float, float]:
 def effort_costs(alone: int = 20, batch: int = 1000) -> list[EffortCost]:
     """Per model and effort level, us per digit on one core (one BLAS thread), wall and CPU time: one digit
     at a time (best of 3 passes over `alone` test digits) and in one encode_many of `batch` test digits."""
+    from app.codec import blas
     from app.codec.codecs import load_codec
-    from app.training import blas
 
     digits = test_digits(batch)
     rows = []
@@ -417,8 +417,8 @@ def effort_costs(alone: int = 20, batch: int = 1000) -> list[EffortCost]:
 def hostile_costs(count: int = 10_000) -> dict[str, tuple[float, float]]:
     """Per model at effort 0, us per digit (CPU time, one BLAS thread) of one encode_many of `count` MNIST
     and of `count` noise digits."""
+    from app.codec import blas
     from app.codec.codecs import load_codec
-    from app.training import blas
 
     mnist, noise = test_digits(count), noise_digits(count)
     out = {}

@@ -18,7 +18,7 @@ from conftest import COMMITTED_WEIGHTS, ROOT
 from fastapi import FastAPI
 from openapi_spec_validator import validate
 
-from app import blas
+from app.codec import blas
 from app.codec.codecs import Codec
 from app.main import create_app
 from app.settings import Settings

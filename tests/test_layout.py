@@ -66,9 +66,8 @@ def test_a_wrong_import_breaks_the_contract(tmp_path: Path, module: str, wrong_i
 
 
 def test_each_concern_has_its_folder() -> None:
-    """No module left loose at the top of app/ but the app object and the bottom layer: settings, errors,
-    and blas (the BLAS thread count, which the service's searches and the command's --local both set)."""
+    """No module left loose at the top of app/ but the app object and the bottom layer: settings and errors."""
     loose = sorted(p.name for p in (ROOT / "app").glob("*.py"))
-    assert loose == ["__init__.py", "blas.py", "errors.py", "main.py", "settings.py"]
+    assert loose == ["__init__.py", "errors.py", "main.py", "settings.py"]
     folders = sorted(p.name for p in (ROOT / "app").iterdir() if (p / "__init__.py").exists())
     assert folders == ["client", "codec", "service", "training"]

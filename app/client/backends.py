@@ -27,7 +27,6 @@ from typing import Any
 import httpx
 import numpy as np
 
-from app import blas
 from app.codec import imaging, latent
 from app.errors import CodecError, EffortError, StartupError
 
@@ -229,10 +228,7 @@ class LocalCodec:
 
     def encode(self, png: bytes) -> bytes:
         try:
-            if not self.effort:
-                return self.codec.encode(imaging.read_digit(png))
-            with blas.one_thread():
-                return self.codec.encode(imaging.read_digit(png), self.effort)
+            return self.codec.encode(imaging.read_digit(png), self.effort or 0)
         except CodecError as exc:
             raise ClientError(str(exc)) from exc
 
@@ -252,8 +248,7 @@ class LocalCodec:
             digits = np.stack([imaging.read_digit(png) for png in pngs])
         except CodecError:
             return None
-        with blas.one_thread():  # as the server's search threads: 12x faster here (app.blas)
-            body = self.codec.encode_many(digits, self.effort)
+        body = self.codec.encode_many(digits, self.effort)  # a search runs on one BLAS thread (app.codec.blas)
         step = latent.LATENT_BYTES
         return [body[i : i + step] for i in range(0, len(body), step)]
 

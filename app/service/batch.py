@@ -35,7 +35,7 @@ from app.codec import imaging, latent
 from app.codec.codecs import Codec
 from app.errors import CodecError, LatentError, RequestFormatError
 from app.service import multipart
-from app.service.effort import EFFORT_PARAM, check_search_work, requested_effort, search_here, search_limiter
+from app.service.effort import EFFORT_PARAM, check_search_work, requested_effort, search_limiter
 from app.service.http import (
     MODEL_ID_HEADER,
     MODEL_ID_PARAM,
@@ -225,7 +225,7 @@ async def encode_batch(request: Request) -> Response:
     def encode() -> tuple[int, bytes]:
         names, digits = read()
         check_search_work(request, codec, len(digits), effort)  # multipart: counted only once parsed
-        latents = search_here(codec, digits, effort.level) if effort.level else codec.encode_many(digits)
+        latents = codec.encode_many(digits, effort.level)
         return len(digits), container_bytes(codec, latents, names) if container else latents
 
     if effort.level == 0:

@@ -13,7 +13,7 @@ Level 0 keeps its old path (the micro-batcher, batches inline or in a thread). A
 it the search is CPU work of milliseconds per digit, so it always runs in a worker
 thread, never on the event loop, on a thread pool of its own (`search_threads`) so
 that a queue of searches does not hold up the threads the rest of the service uses,
-each with one BLAS thread (app.blas).
+each with one BLAS thread (app.codec.blas).
 The request keeps its concurrency slot meanwhile, so `max_concurrency` still holds.
 
 A request's search work is its digits x the level's cost (decoder evaluations per
@@ -27,7 +27,6 @@ import numpy as np
 from anyio import CapacityLimiter, to_thread
 from fastapi import FastAPI, HTTPException, Request
 
-from app import blas
 from app.codec.codecs import Codec, Codecs
 from app.codec.search import Effort
 from app.errors import RequestFormatError
@@ -90,14 +89,8 @@ def search_limiter(request: Request) -> CapacityLimiter:
 async def search(request: Request, codec: Codec, digits: np.ndarray, effort: Effort) -> bytes:
     """(N, 28, 28) uint8 digits -> N latents at `effort`, in a search worker thread, after the bound."""
     check_search_work(request, codec, len(digits), effort)
-    body: bytes = await to_thread.run_sync(search_here, codec, digits, effort.level, limiter=search_limiter(request))
+    body: bytes = await to_thread.run_sync(codec.encode_many, digits, effort.level, limiter=search_limiter(request))
     return body
-
-
-def search_here(codec: Codec, digits: np.ndarray, level: int) -> bytes:
-    """`codec.encode_many` at `level`, for a search worker thread: BLAS on one thread (app.blas: 7x faster here)."""
-    with blas.one_thread():
-        return codec.encode_many(digits, level)
 
 
 async def encode_digit(request: Request, codec: Codec, pixels: np.ndarray, effort: Effort) -> bytes:

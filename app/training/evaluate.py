@@ -41,11 +41,11 @@ import numpy as np
 import torch
 from PIL import Image, features
 
-from app.codec import imaging
+from app.codec import blas, imaging
 from app.codec.codecs import Codec, figures_path, load_codec, load_codecs, pick_device
 from app.errors import DataError, StartupError
 from app.settings import Settings
-from app.training import blas, quality
+from app.training import quality
 
 log = logging.getLogger("app.training.evaluate")
 
