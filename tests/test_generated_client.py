@@ -12,8 +12,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-
-from tests.conftest import LiveServer
+from conftest import LiveServer
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "clients" / "openapi-python-client.yaml"
