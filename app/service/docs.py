@@ -1,6 +1,8 @@
 """What /openapi.json can say once the models are loaded, so that generated clients and fuzzers
-send requests that reach the codec: `model` as an enum of the served names, and /decode's
-latent as exactly `latent.LATENT_BYTES` bytes (raw, or the multipart field `latent`).
+send requests that reach the codec: `model` as an enum of the served names, /decode's
+latent as exactly `latent.LATENT_BYTES` bytes (raw, or the multipart field `latent`), and
+real examples: the default model's name and id, and a digit PNG the server serves itself
+(`EXAMPLE_PNG`, the `externalValue` of the PNG uploads: JSON cannot hold its bytes).
 """
 
 from typing import Any
@@ -12,6 +14,8 @@ from app.codec.codecs import Codecs
 
 MODEL_NAME = "ModelName"  # the components schema every `model` parameter refers to
 DECODE_PATH = "/decode"
+EXAMPLE_PNG = "/static/example-7.png"  # app/service/static/example-7.png: a 28x28 MNIST test digit 7
+PNG_UPLOADS = ("/encode", "/encode/batch")
 
 
 def describe_models(schema: dict[str, Any], codecs: Codecs) -> None:
@@ -29,6 +33,18 @@ def describe_models(schema: dict[str, Any], codecs: Codecs) -> None:
             for parameter in operation.get("parameters", []):
                 if parameter.get("name") == "model" and parameter.get("in") == "query":
                     parameter["schema"] = {"$ref": f"#/components/schemas/{MODEL_NAME}"}
+                    parameter["example"] = codecs.default_name
+                elif parameter.get("name") == "X-Model-Id" and parameter.get("in") == "header":
+                    parameter["example"] = codecs.default.model_id
+    for path in PNG_UPLOADS:
+        form = schema.get("paths", {}).get(path, {}).get("post", {}).get("requestBody", {}).get("content", {})
+        if "multipart/form-data" in form:
+            form["multipart/form-data"]["examples"] = {
+                "digit-7": {
+                    "summary": f"the file field img: a 28x28 MNIST digit 7, GET {EXAMPLE_PNG}",
+                    "externalValue": EXAMPLE_PNG,
+                }
+            }
     body = schema.get("paths", {}).get(DECODE_PATH, {}).get("post", {}).get("requestBody", {})
     sized = {"type": "string", "format": "binary", "minLength": latent.LATENT_BYTES, "maxLength": latent.LATENT_BYTES}
     content = body.get("content", {})
