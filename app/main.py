@@ -158,6 +158,7 @@ def create_app(settings: Settings | None = None) -> CodecAPI:
         summary="Compress 28x28 MNIST digits to 24 bytes with a learned autoencoder.",
         version="0.1.0",
         lifespan=lifespan,
+        docs_url=None,  # app.service.pages serves /docs, with Swagger UI's files from the package
     )
     app.state.settings = settings = settings or get_settings()
     app.state.codec = app.state.codecs = None
