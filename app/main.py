@@ -25,6 +25,7 @@ from app.codec.codecs import Codec, Codecs, load_codecs, pick_device
 from app.errors import StartupError
 from app.service.batch import router as batch_router
 from app.service.direct import DirectRoutes
+from app.service.docs import install_model_docs
 from app.service.effort import EFFORT_PARAM, encode_digit, install_effort_docs, requested_effort
 from app.service.http import (
     MODEL_ID_HEADER,
@@ -157,6 +158,7 @@ def create_app(settings: Settings | None = None) -> CodecAPI:
         summary="Compress 28x28 MNIST digits to 24 bytes with a learned autoencoder.",
         version="0.1.0",
         lifespan=lifespan,
+        docs_url=None,  # app.service.pages serves /docs, with Swagger UI's files from the package
     )
     app.state.settings = settings = settings or get_settings()
     app.state.codec = app.state.codecs = None
@@ -251,6 +253,7 @@ def create_app(settings: Settings | None = None) -> CodecAPI:
         return Ready(status="ready", model_id=codec.model_id, device=str(codec.device))
 
     install_effort_docs(app)  # /openapi.json names each model's effort levels
+    install_model_docs(app)  # and the served models, and /decode's latent size
     install_pages(app)  # the demo page at /
     install_observability(app)  # app.state.metrics, GET /metrics
     # The guard: request id, Host and header limits, body limits and deadline, concurrency, metrics, access log.

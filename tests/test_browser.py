@@ -114,7 +114,10 @@ def test_upload_shows_every_models_latent_in_its_own_format(page: WebDriver, liv
             assert shown["values-label"] == "as 24 uint8 (24xu8)"
             assert [int(v) for v in shown["values"].split()] == list(expected.content)
         elif model["latent_format"]["name"] == "24xac":  # an arithmetic code: only its bytes mean anything
-            assert shown["values-label"] == "24xac: coded bytes"
+            assert shown["values-label"] == shown["values"] == ""  # hidden: the hex line says it all
+            assert (
+                page.find_element(By.CSS_SELECTOR, f'[data-model="{name}"] .hex-label').text == "24xac coded bytes, hex"
+            )
         else:
             assert shown["values-label"] == "as 6 float32 (6xf32le)"
             floats = np.frombuffer(expected.content, "<f4")
@@ -135,7 +138,7 @@ def test_upload_shows_every_models_latent_in_its_own_format(page: WebDriver, liv
 def test_a_format_the_page_does_not_know_is_shown_as_hex(page: WebDriver) -> None:
     """The entropy-coded model to come: its coded bytes, never a misread number."""
     view = page.execute_script("return window.mnistDemo.latentView(new Uint8Array([0, 1, 254, 255, 16]), 'ec24-ans');")
-    assert view == {"label": "ec24-ans: coded bytes", "text": "0001feff 10"}
+    assert view == {"label": "ec24-ans: coded bytes", "text": "0001feff 10", "coded": True}
 
 
 def test_drawing_is_sampled_the_mnist_way_and_round_tripped(page: WebDriver) -> None:
@@ -211,3 +214,111 @@ def test_an_unreadable_upload_is_reported(page: WebDriver, tmp_path: Path) -> No
     status = page.find_element(By.ID, "status")
     WebDriverWait(page, WAIT_S).until(lambda _: status.get_attribute("data-state") == "error")
     assert status.text.startswith("cannot read fake.png")
+
+
+BLACK = """return Array.from(document.querySelectorAll('#input28, figure.model canvas.recon'), (c) => {
+     const d = c.getContext('2d').getImageData(0, 0, 28, 28).data;
+     let s = 0; for (let i = 0; i < d.length; i += 4) s += d[i]; return s === 0; });"""
+
+
+def shown_hex(page: WebDriver) -> list[str]:
+    return [e.text.strip() for e in page.find_elements(By.CSS_SELECTOR, ".latent .hex")]
+
+
+def test_clear_removes_the_results_and_the_same_file_can_be_chosen_again(page: WebDriver) -> None:
+    digit = DIGITS_DIR / "test0000_digit7.png"
+    page.find_element(By.ID, "upload").send_keys(str(digit))
+    wait_for_result(page)
+    first = shown_hex(page)
+    assert all(len(h.replace(" ", "")) == 48 for h in first)
+    page.find_element(By.ID, "clear").click()
+    assert shown_hex(page) == ["", "", ""]  # no latent of the cleared digit left
+    assert all(page.execute_script(BLACK))  # nor its input or reconstructions
+    assert all(e.text == "" for e in page.find_elements(By.CSS_SELECTOR, "figure.model .psnr"))
+    assert page.find_element(By.ID, "status").text == "Draw a digit to start."
+    page.find_element(By.ID, "upload").send_keys(str(digit))  # the same file: still a change
+    wait_for_result(page)
+    assert shown_hex(page) == first
+
+
+def test_an_error_is_shown_next_to_the_input_and_clears_stale_results(page: WebDriver, tmp_path: Path) -> None:
+    page.set_window_size(1280, 1000)
+    try:
+        page.find_element(By.ID, "upload").send_keys(str(DIGITS_DIR / "test0000_digit7.png"))
+        wait_for_result(page)
+        text_file = tmp_path / "notes.png"
+        text_file.write_text("not a PNG at all\n")
+        page.find_element(By.ID, "upload").send_keys(str(text_file))
+        shown = page.find_element(By.ID, "input-error")
+        WebDriverWait(page, WAIT_S).until(lambda _: shown.is_displayed())
+        assert "notes.png" in shown.text
+        panel = page.find_element(By.CSS_SELECTOR, '.panel[aria-label="input"]').rect
+        box = shown.rect
+        assert panel["y"] <= box["y"] and box["y"] + box["height"] <= panel["y"] + panel["height"]  # by the input
+        assert box["y"] + box["height"] <= page.execute_script("return window.innerHeight")  # above the fold
+        assert shown_hex(page) == ["", "", ""] and all(page.execute_script(BLACK))  # the old digit's results gone
+        page.find_element(By.ID, "upload").send_keys(str(DIGITS_DIR / "test0001_digit2.png"))
+        wait_for_result(page)
+        assert not shown.is_displayed()
+    finally:
+        page.set_window_size(1000, 760)
+
+
+def upload_at(page: WebDriver, width: int, height: int) -> None:
+    page.set_window_size(width, height)
+    page.find_element(By.ID, "upload").send_keys(str(DIGITS_DIR / "test0000_digit7.png"))
+    wait_for_result(page)
+
+
+HEX_GROUPS_WHOLE = """return Array.from(document.querySelectorAll('.latent .hex'), (code) => {
+     const node = code.firstChild, text = node.textContent; let at = 0;
+     return text.split(' ').every((group) => {
+       const range = document.createRange();
+       range.setStart(node, at); range.setEnd(node, at + group.length); at += group.length + 1;
+       return new Set(Array.from(range.getClientRects(), (r) => Math.round(r.top))).size === 1;
+     });
+   });"""
+
+
+def test_at_1280_px_the_model_tiles_fit_one_row(page: WebDriver, tmp_path: Path) -> None:
+    try:
+        upload_at(page, 1280, 1000)
+        tops = {f.rect["y"] for f in page.find_elements(By.CSS_SELECTOR, "#strip figure")}
+        assert len(tops) == 1, tops  # the input and every model on one row
+        page.save_screenshot(str(tmp_path / "demo-1280.png"))
+        if screenshot := os.environ.get("MNIST_CODEC_SCREENSHOT_1280"):
+            page.save_screenshot(screenshot)
+    finally:
+        page.set_window_size(1000, 760)
+
+
+def test_the_hex_breaks_only_between_byte_groups(page: WebDriver) -> None:
+    try:
+        upload_at(page, 480, 900)  # narrow: every hex line has to wrap
+        lines = page.execute_script(
+            "return Array.from(document.querySelectorAll('.latent .hex'), (c) => c.getClientRects().length)"
+        )
+        assert all(count >= 1 for count in lines)
+        assert all(page.execute_script(HEX_GROUPS_WHOLE)), page.execute_script(HEX_GROUPS_WHOLE)
+    finally:
+        page.set_window_size(1000, 760)
+
+
+def test_ec64s_coded_bytes_are_shown_once(page: WebDriver) -> None:
+    upload_at(page, 1000, 760)
+    ec64 = page.find_element(By.CSS_SELECTOR, '.latent[data-model="ec64"]')
+    hex_text = ec64.find_element(By.CSS_SELECTOR, ".hex").text
+    assert len(hex_text.replace(" ", "")) == 48
+    assert ec64.text.count(hex_text) == 1, ec64.text  # not a second line of the same bytes
+
+
+def test_docs_serves_swagger_ui_from_the_package(browser: WebDriver, live_server: LiveServer) -> None:
+    """No request leaves the server: a machine without internet still gets the docs."""
+    browser.get(f"{live_server.url}/docs")
+    WebDriverWait(browser, WAIT_S).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".swagger-ui .info .title"))
+    assert "mnist-codec" in browser.find_element(By.CSS_SELECTOR, ".swagger-ui .info .title").text
+    WebDriverWait(browser, WAIT_S).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".opblock-summary-path"))
+    loaded = browser.execute_script("return performance.getEntriesByType('resource').map((e) => e.name)")
+    assert loaded and all(url.startswith(live_server.url) for url in loaded), loaded
+    html = httpx.get(f"{live_server.url}/docs", timeout=10).text
+    assert "cdn" not in html.lower() and "/static/swagger-ui/swagger-ui-bundle.js" in html

@@ -97,7 +97,7 @@ def test_local_finds_the_committed_weights_from_any_folder(tmp_path: Path, monke
     monkeypatch.delenv("MNIST_CODEC_WEIGHTS", raising=False)
     monkeypatch.setattr(cli, "get_settings", Settings)  # read now, not the cached settings
     monkeypatch.chdir(tmp_path)
-    assert cli.local_weights(None) == COMMITTED_WEIGHTS
+    assert cli.local_weights(None)[0] == COMMITTED_WEIGHTS  # the default model first, then the others
     assert run("encode", str(DIGITS_DIR / "test0000_digit7.png"), "-o", "7.lat", "--local", "-q") == 0
     assert (tmp_path / "7.lat").stat().st_size == 24
 
@@ -126,9 +126,9 @@ def test_no_server_is_exit_status_3_in_one_line(tmp_path: Path, capsys: pytest.C
 
 def test_bad_command_lines_are_exit_status_2(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        run("encode", "7.png", "--local", "--model", "other")
+        run("encode", "7.png", "--jobs", "0")
     assert exit_info.value.code == cli.USAGE
-    assert "--model" in capsys.readouterr().err
+    assert "--jobs" in capsys.readouterr().err
 
 
 def test_server_and_local_give_the_same_bytes(live_server: LiveServer, tmp_path: Path) -> None:

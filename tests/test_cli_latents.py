@@ -55,7 +55,7 @@ def test_encode_records_each_latents_model_id_beside_it(tmp_path: Path, capsys: 
 def cli_local_id(weights: Path) -> str:
     from app.client.backends import LocalCodec
 
-    return LocalCodec(weights, "cpu").model_id.split("-", 1)[1]
+    return LocalCodec([weights], "cpu").model_id.split("-", 1)[1]
 
 
 def test_forgetting_model_on_decode_still_gives_the_right_digits(live_server: LiveServer, tmp_path: Path) -> None:
@@ -103,8 +103,9 @@ def test_latents_of_weights_the_server_lacks_are_refused(
 
 def test_local_checks_the_recorded_id_against_its_weights(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     local24 = ["--local", "--weights", str(MLP24_WEIGHTS), "-q"]
+    local6 = ["--local", "--weights", str(COMMITTED_WEIGHTS), "-q"]
     assert run("encode", str(DIGITS_DIR / "test0000_digit7.png"), "-o", f"{tmp_path}/7.lat", *local24) == 0
-    assert run("decode", f"{tmp_path}/7.lat", "-o", f"{tmp_path}/7.png", "--local", "-q") == cli.MODEL_MISMATCH
+    assert run("decode", f"{tmp_path}/7.lat", "-o", f"{tmp_path}/7.png", *local6) == cli.MODEL_MISMATCH
     [line] = capsys.readouterr().err.splitlines()
     assert "were made by mlp24-" in line and "--weights PATH" in line
     assert not (tmp_path / "7.png").exists()

@@ -201,23 +201,37 @@ class RemoteCodec:
 
 
 class LocalCodec:
-    """The committed weights (or a given checkpoint) in this process, with the service's settings."""
+    """Checkpoints in this process, as a server holds them: by default every shipped model
+    (the service's settings); `model` picks the one that encodes (and decodes latents with no
+    recorded id), and a recorded id picks the weights that made the latent."""
 
-    def __init__(self, weights: Path, device: str = "auto", effort: int | None = None) -> None:
-        from app.codec.codecs import load_codec, pick_device  # numpy on the CPU; torch only for CUDA
+    def __init__(
+        self,
+        weights: Sequence[Path],
+        device: str = "auto",
+        effort: int | None = None,
+        model: str | None = None,
+        default: str | None = None,
+    ) -> None:
+        from app.codec.codecs import Codecs, load_codec, pick_device  # numpy on the CPU; torch only for CUDA
 
         try:
-            self.codec = load_codec(weights, pick_device(device))
+            on = pick_device(device)
+            self.codecs = Codecs([load_codec(path, on) for path in weights], default)
         except StartupError as exc:
             raise CodecUnavailable(str(exc)) from exc
+        try:
+            self.codec = self.codecs.get(model)
+        except CodecError as exc:
+            raise CodecUnavailable(f"--model {model}: {exc}".replace("this server has", "--local has")) from exc
         try:
             self.effort: int | None = self.codec.effort(effort).level
         except EffortError as exc:
             raise UsageError(f"--effort {effort}: {exc}") from exc
         self.model_id = self.codec.model_id
         self.format_name = self.codec.format.name
-        self.model_ids = {self.model_id}
-        self.served = {self.codec.name: self.model_id}
+        self.served = {codec.name: codec.model_id for codec in self.codecs}
+        self.model_ids = set(self.served.values())
         self.batch_available: bool | None = False
 
     def connect(self) -> None:
@@ -233,9 +247,10 @@ class LocalCodec:
             raise ClientError(str(exc)) from exc
 
     def decode(self, data: bytes, model_id: str | None = None) -> bytes:
-        # model_id: checked against these weights before the run (app.client.cli), so not again here
+        # model_id: checked against these weights before the run (app.client.cli); it picks them here
+        codec = next((codec for codec in self.codecs if codec.model_id == model_id), self.codec)
         try:
-            return self.codec.decode(data)
+            return codec.decode(data)
         except CodecError as exc:
             raise ClientError(str(exc)) from exc
 
@@ -256,7 +271,7 @@ class LocalCodec:
         return None
 
     def models(self) -> list[str]:
-        return [self.codec.model_id]
+        return [f"{codec.name}  {codec.model_id}" for codec in self.codecs]
 
 
 def _levels(model: dict[str, Any]) -> list[int]:

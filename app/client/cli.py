@@ -257,31 +257,39 @@ def run_jobs(
     return tally
 
 
-def local_weights(given: Path | None) -> Path:
-    """--weights, else the service's setting (MNIST_CODEC_WEIGHTS). A relative default that is not
-    in this folder is looked for beside the package (a checkout) and where `pip install` put the
-    committed weights, so `--local` works from any folder; CodecUnavailable says how to point at
-    them when none is found."""
-    if given is not None:
-        return given
-    configured = get_settings().weights
-    if configured.is_absolute() or configured.exists():
-        return configured
+def find_weights(path: Path) -> Path:
+    """`path` as given when it is absolute or exists here; a relative one that is not in this folder
+    is looked for beside the package (a checkout) and where `pip install` put the committed weights
+    (`model_weights/ec64/ec64.safetensors` works from any folder). CodecUnavailable says how to point
+    at them when it is nowhere."""
+    if path.is_absolute() or path.exists():
+        return path
     places = [Path(__file__).resolve().parents[2], INSTALLED_WEIGHTS]
     for place in places:
-        if (place / configured).exists():
-            return place / configured
+        if (place / path).exists():
+            return place / path
     raise CodecUnavailable(
-        f"checkpoint {configured} not found here, in {places[0]} or in {places[1]}; "
+        f"checkpoint {path} not found here, in {places[0]} or in {places[1]}; "
         "pass --weights PATH or set MNIST_CODEC_WEIGHTS to the checkpoint (.safetensors)"
     )
+
+
+def local_weights(given: Path | None) -> list[Path]:
+    """--weights, else the service's checkpoints (MNIST_CODEC_WEIGHTS, then MNIST_CODEC_MODELS): every
+    shipped model, as the server holds them, so that --model NAME and a recorded id find theirs."""
+    if given is not None:
+        return [find_weights(given)]
+    settings = get_settings()
+    return [find_weights(path) for path in settings.checkpoints()]
 
 
 def open_backend(args: argparse.Namespace) -> Backend:
     backend: Backend
     effort = getattr(args, "effort", None)  # encode only
     if args.local:
-        backend = LocalCodec(local_weights(args.weights), get_settings().device, effort=effort)
+        default = None if args.weights else get_settings().default_model
+        weights = local_weights(args.weights)
+        backend = LocalCodec(weights, get_settings().device, effort=effort, model=args.model, default=default)
     else:
         jobs = getattr(args, "jobs", 4)
         backend = RemoteCodec(args.url, model=args.model, timeout=args.timeout, connections=jobs, effort=effort)
@@ -417,21 +425,24 @@ def decode_jobs(args: argparse.Namespace) -> list[Job]:
 def check_models(jobs: list[Job], backend: Backend, args: argparse.Namespace) -> str | None:
     """Why these latents must not be decoded here (one line), or None. The model ids recorded with
     them must be among the served ones (or be --model's); latents with no record pass."""
-    if args.local or args.model:
+    if args.model:
         usable = {backend.model_id}
-        where = f"--weights {args.weights or 'default'}" if args.local else f"model {args.model!r}"
-        what = f"{where} is {backend.model_id}"
+        what = f"model {args.model!r}{' (--local)' if args.local else ''} is {backend.model_id}"
     else:
         usable = set(backend.served.values())
-        what = f"{args.url} serves {', '.join(sorted(usable))}"
+        if args.local:
+            where = f"--weights {args.weights} is" if args.weights else "--local has"
+        else:
+            where = f"{args.url} serves"
+        what = f"{where} {', '.join(sorted(usable))}"
     strangers = [job for job in jobs if job.model_id is not None and job.model_id not in usable]
     if not strangers:
         return None
     ids = ", ".join(sorted({str(job.model_id) for job in strangers}))
-    if args.local:
-        fix = "--weights PATH of the checkpoint that made them"
-    elif {job.model_id for job in strangers} <= set(backend.served.values()):
+    if {job.model_id for job in strangers} <= set(backend.served.values()):
         fix = "no --model (the recorded id picks the model that made them)"
+    elif args.local:
+        fix = "--weights PATH of the checkpoint that made them"
     else:
         fix = "a server that has those weights"
     return (
@@ -455,7 +466,8 @@ def decode_command(args: argparse.Namespace, backend: Backend) -> int:
     if not args.force and (refusal := check_models(jobs, backend, args)):
         error(refusal)
         return MODEL_MISMATCH
-    unrecorded = sum(job.model_id is None for job in jobs)
+    # Files that are not there fail on their own, with their own message: no note about their model id.
+    unrecorded = sum(job.model_id is None and (job.payload is not None or job.source.exists()) for job in jobs)
     if unrecorded and not args.quiet and not args.force:
         error(
             f"note: {unrecorded} of {len(jobs)} latents have no recorded model id (no {store.MANIFEST} entry); "
@@ -521,24 +533,53 @@ def effort_level(text: str) -> int:
     return level
 
 
+def server_url(text: str) -> str:
+    """--url as curl takes it: `localhost:8020` (no scheme) is http://localhost:8020."""
+    text = text.strip()
+    if "://" not in text:
+        return f"http://{text}"
+    return text
+
+
+def seconds(text: str) -> float:
+    """--timeout: a number of seconds above 0 (0 would make every request fail at once)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds; got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds; got {text}")
+    return value
+
+
 def parser() -> argparse.ArgumentParser:
     connection = argparse.ArgumentParser(add_help=False)
     where = connection.add_argument_group("where the codec runs")
     where.add_argument(
         "--url",
+        type=server_url,
         default=os.environ.get(URL_ENV, DEFAULT_URL),
-        help=f"server to use (default ${URL_ENV}, else {DEFAULT_URL})",
+        help=f"server to use; without a scheme, http:// (default ${URL_ENV}, else {DEFAULT_URL})",
     )
-    where.add_argument("--local", action="store_true", help="run the model in this process instead of a server")
     where.add_argument(
-        "--weights", type=Path, help="checkpoint for --local (default: the service's, MNIST_CODEC_WEIGHTS)"
+        "--local",
+        action="store_true",
+        help="run the models in this process instead of a server: every shipped one, as the server holds them",
+    )
+    where.add_argument(
+        "--weights",
+        type=Path,
+        help="the one checkpoint for --local; a relative path not found here is looked for among the shipped "
+        "weights (default: the service's, MNIST_CODEC_WEIGHTS and MNIST_CODEC_MODELS)",
     )
     where.add_argument(
         "--model",
-        help="ask the server for this model (sent as ?model=NAME); decoding, latents recorded as made by "
-        "another model are refused unless --force",
+        help="use this model (sent to a server as ?model=NAME; with --local, one of the shipped ones); decoding, "
+        "latents recorded as made by another model are refused unless --force",
     )
-    where.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the server (default 30)")
+    where.add_argument(
+        "--timeout", type=seconds, default=30.0, help="seconds to wait for the server, more than 0 (default 30)"
+    )
 
     files = argparse.ArgumentParser(add_help=False)
     files.add_argument("-o", "--output", help="output file, folder (DIR/), or - for stdout; default: beside each input")
@@ -600,8 +641,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         command = serve_command_line(args.host, args.port)
         os.execv(command[0], command)  # becomes uvicorn: signals reach it directly
-    if args.local and args.model:
-        p.error("--model picks a model on a server; with --local, use --weights PATH")
     if getattr(args, "jobs", 1) < 1 or getattr(args, "batch_size", 1) < 1:
         p.error("--jobs and --batch-size must be at least 1")
     try:

@@ -4,17 +4,13 @@ This is the one place that maps the domain errors of `app.errors` to status
 codes. Every error body is JSON `{"detail": "<what was wrong>"}`.
 """
 
-import contextlib
 import functools
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 from python_multipart.multipart import parse_options_header
-from starlette.datastructures import FormData, UploadFile
-from starlette.formparsers import MultiPartException, MultiPartParser
 
 from app.codec.codecs import Codec, Codecs
 from app.errors import (
@@ -27,6 +23,7 @@ from app.errors import (
     RequestFormatError,
     UnknownModelError,
 )
+from app.service import multipart
 from app.service.schemas import ErrorBody
 
 log = logging.getLogger("app")
@@ -150,7 +147,12 @@ def codec_for_latent(request: Request, stored: str | None = None) -> Codec:
 
 
 async def read_file_field(request: Request, field: str, what: str) -> bytes:
-    """The bytes of the one file part named `field` of a multipart/form-data body."""
+    """The bytes of the one file part named `field` of a multipart/form-data body.
+
+    A part counts as a file when it has a filename, or, without one, a Content-Type other
+    than text, or bytes that are not UTF-8 text (`multipart.counts_as_file`): what httpx
+    and the generated clients send for `File(payload=...)` with no file name.
+    """
     content_type = request.headers.get("content-type", "")
     example = f"curl -F {field}=@FILE"
     if not content_type.startswith("multipart/form-data"):
@@ -158,47 +160,28 @@ async def read_file_field(request: Request, field: str, what: str) -> bytes:
         raise RequestFormatError(
             f"expected multipart/form-data with a file field '{field}' holding {what} ({example}); received {received}"
         )
-    single = one_file_part(await request.body(), content_type, field)
+    body = await request.body()
+    single = one_file_part(body, content_type, field)
     if single is not None:
         return single
-    async with multipart_form(request, max_files=8, max_fields=8) as form:
-        parts = form.getlist(field)
-        if not parts:
-            names = ", ".join(repr(name) for name in form) or "none"
-            raise RequestFormatError(
-                f"missing file field '{field}' holding {what} ({example}); fields received: {names}"
-            )
-        if len(parts) > 1:
-            raise RequestFormatError(f"expected one '{field}' field, received {len(parts)}")
-        part = parts[0]
-        if not isinstance(part, UploadFile):
-            raise RequestFormatError(f"field '{field}' must be a file upload ({example}), not a text field")
-        return await part.read()
-
-
-@contextlib.asynccontextmanager
-async def multipart_form(request: Request, max_files: int, max_fields: int) -> AsyncIterator[FormData]:
-    """The request's multipart/form-data body, parsed; its upload files closed on leaving.
-
-    Starlette's `request.form()` with one difference: a preamble before the
-    first boundary is skipped, as RFC 2046 (5.1.1) says a receiver must;
-    python-multipart refuses it. (The epilogue after the last boundary it
-    already ignores.) The body is in memory by now (`ReadBody`), so this costs
-    a search, not a copy of the stream.
-    """
-    body = skip_preamble(await request.body(), request.headers.get("content-type", ""))
-
-    async def stream() -> AsyncGenerator[bytes, None]:
-        yield body
-
     try:
-        form = await MultiPartParser(request.headers, stream(), max_files=max_files, max_fields=max_fields).parse()
-    except MultiPartException as exc:
-        raise HTTPException(400, f"malformed multipart body: {exc.message}") from exc
-    try:
-        yield form
-    finally:
-        await form.close()
+        form = multipart.parse(body, content_type, max_files=8, max_fields=8)
+    except multipart.MultipartError as exc:
+        raise HTTPException(400, f"malformed multipart body: {exc}") from exc
+    parts = [part for part in form if part.name == field]
+    if not parts:
+        names = ", ".join(dict.fromkeys(repr(part.name) for part in form)) or "none"
+        raise RequestFormatError(f"missing file field '{field}' holding {what} ({example}); fields received: {names}")
+    if len(parts) > 1:
+        raise RequestFormatError(f"expected one '{field}' field, received {len(parts)}")
+    part = parts[0]
+    if not multipart.counts_as_file(part.filename, part.content_type, part.data):
+        raise RequestFormatError(
+            f"field '{field}' must be a file upload ({example}), not a text field: this part has no filename, "
+            "no Content-Type and text for bytes; give it a filename or a Content-Type such as "
+            f"{'image/png' if field == 'img' else 'application/octet-stream'}"
+        )
+    return bytes(part.data)
 
 
 @functools.lru_cache(maxsize=64)
@@ -209,13 +192,13 @@ def _boundary(content_type: str) -> bytes | None:
 
 
 @functools.lru_cache(maxsize=256)
-def _file_field_name(disposition: bytes) -> bytes | None:
-    """The field name of a `form-data` Content-Disposition that has a filename; None for anything else."""
+def _form_field(disposition: bytes) -> tuple[bytes | None, bool]:
+    """The field name of a `form-data` Content-Disposition (None for anything else), and whether it has a filename."""
     kind, options = parse_options_header(disposition)
-    if kind != b"form-data" or b"filename" not in options:
-        return None
+    if kind != b"form-data":
+        return None, False
     name: bytes | None = options.get(b"name")
-    return name
+    return name, b"filename" in options
 
 
 def one_file_part(body: bytes, content_type: str, field: str) -> bytes | None:
@@ -226,8 +209,8 @@ def one_file_part(body: bytes, content_type: str, field: str) -> bytes | None:
     data, the close delimiter (an epilogue after it is ignored, as RFC 2046 says).
     Found with four searches instead of python-multipart's callbacks, a spooled
     temporary file and a form (about 30 us a request). Anything else (a preamble,
-    more parts, other part headers, no filename) gets None, and the full parser,
-    which decides what it means and words its errors.
+    more parts, other part headers, a part that `multipart.counts_as_file` calls text)
+    gets None, and the full parser, which decides what it means and words its errors.
     """
     boundary = _boundary(content_type)
     if not boundary:
@@ -238,33 +221,27 @@ def one_file_part(body: bytes, content_type: str, field: str) -> bytes | None:
     head_end = body.find(b"\r\n\r\n", len(opening))
     if head_end < 0:
         return None
-    named = False
+    named = has_filename = False
+    part_type: bytes | None = None
     for line in body[len(opening) : head_end].split(b"\r\n"):
         name, colon, value = line.partition(b":")
         name = name.strip().lower()
         if not colon or name not in (b"content-disposition", b"content-type"):
             return None
         if name == b"content-disposition":
-            if named or _file_field_name(value) != field.encode():
+            field_name, has_filename = _form_field(value)
+            if named or field_name != field.encode():
                 return None
             named = True
+        else:
+            part_type = value.strip()
     if not named:
         return None
     start = head_end + 4
     end = body.find(b"\r\n--" + boundary, start)
     if end < 0 or body[end + 4 + len(boundary) : end + 6 + len(boundary)] != b"--":
         return None  # no delimiter, or one that opens another part
-    return body[start:end]
-
-
-def skip_preamble(body: bytes, content_type: str) -> bytes:
-    """`body` from its first boundary delimiter on (RFC 2046: the preamble before it is to be ignored)."""
-    _, options = parse_options_header(content_type)
-    boundary = options.get(b"boundary")
-    if not boundary:
-        return body  # the parser says what is wrong
-    delimiter = b"--" + boundary
-    if body.startswith(delimiter):
-        return body
-    found = body.find(b"\r\n" + delimiter)
-    return body[found + 2 :] if found >= 0 else body
+    data = body[start:end]
+    if not has_filename and not multipart.counts_as_file(None, part_type, data):
+        return None  # a text field: the full parser's path words the error
+    return data

@@ -15,8 +15,6 @@ from dataclasses import dataclass, field
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from app.service.http import skip_preamble
-
 MAX_TEXT_BYTES = 1024 * 1024  # a text field (never a file), as Starlette bounds it
 
 
@@ -29,6 +27,40 @@ class Part:
     name: str
     filename: str | None  # None for a text field
     data: bytearray = field(default_factory=bytearray)
+    content_type: bytes | None = None  # the part's own Content-Type header, when it has one
+
+
+def counts_as_file(filename: object, content_type: bytes | None, data: bytes | bytearray) -> bool:
+    """Whether a part is a file: it has a filename, or (a client that sends none, like httpx's
+    `files={"img": (None, data)}` and the clients generated from our OpenAPI) it says it is not text
+    with a Content-Type, or its bytes are not UTF-8 text (a PNG never is: its signature's 0x89).
+
+    A part with none of these is the text field of `curl -F img=7.png` (the @ forgotten).
+    """
+    if filename is not None:
+        return True
+    if content_type is not None:
+        kind = content_type.split(b";", 1)[0].strip().lower()
+        if kind and not kind.startswith(b"text/"):
+            return True
+    try:
+        bytes(data).decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    return False
+
+
+def skip_preamble(body: bytes, content_type: str) -> bytes:
+    """`body` from its first boundary delimiter on (RFC 2046: the preamble before it is to be ignored)."""
+    _, options = parse_options_header(content_type)
+    boundary = options.get(b"boundary")
+    if not boundary:
+        return body  # the parser says what is wrong
+    delimiter = b"--" + boundary
+    if body.startswith(delimiter):
+        return body
+    found = body.find(b"\r\n" + delimiter)
+    return body[found + 2 :] if found >= 0 else body
 
 
 def _decode(raw: bytes | bytearray, charset: str) -> str:
@@ -48,12 +80,14 @@ class _Collector:
         self.parts: list[Part] = []
         self.files = self.fields = 0
         self._disposition = b""
+        self._content_type: bytes | None = None
         self._header_name = b""
         self._header_value = b""
         self._part = Part("", None)
 
     def on_part_begin(self) -> None:
         self._disposition = b""
+        self._content_type = None
 
     def on_header_field(self, data: bytes, start: int, end: int) -> None:
         self._header_name += data[start:end]
@@ -64,6 +98,8 @@ class _Collector:
     def on_header_end(self) -> None:
         if self._header_name.lower() == b"content-disposition":
             self._disposition = self._header_value
+        elif self._header_name.lower() == b"content-type":
+            self._content_type = self._header_value
         self._header_name = self._header_value = b""
 
     def on_headers_finished(self) -> None:
@@ -80,7 +116,7 @@ class _Collector:
             self.fields += 1
             if self.fields > self.max_fields:
                 raise MultipartError(f"Too many fields. Maximum number of fields is {self.max_fields}.")
-        self._part = Part(_decode(options[b"name"], self.charset), filename)
+        self._part = Part(_decode(options[b"name"], self.charset), filename, content_type=self._content_type)
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
         self._part.data += data[start:end]

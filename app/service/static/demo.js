@@ -13,6 +13,8 @@ const input28 = document.getElementById("input28");
 const statusLine = document.getElementById("status");
 const strip = document.getElementById("strip");
 const latentsBox = document.getElementById("latents");
+const upload = document.getElementById("upload");
+const inputError = document.getElementById("input-error");
 
 function clearPad() {
   padCtx.fillStyle = "#000";
@@ -22,6 +24,20 @@ function clearPad() {
 function setStatus(state, text) {
   statusLine.dataset.state = state;
   statusLine.textContent = text;
+}
+
+// An error is shown next to the input too (the status line can be below the fold), and the
+// results of an earlier digit are cleared, so they are not taken for this one's.
+function showError(text) {
+  clearResults();
+  inputError.textContent = text;
+  inputError.hidden = false;
+  setStatus("error", text);
+}
+
+function hideError() {
+  inputError.hidden = true;
+  inputError.textContent = "";
 }
 
 // --- drawing -------------------------------------------------------------------------------
@@ -170,7 +186,7 @@ function latentView(bytes, formatName) {
   if (formatName === "24xu8" && bytes.length === 24) {
     return { label: "as 24 uint8 (24xu8)", text: Array.from(bytes).join(" ") };
   }
-  return { label: `${formatName || "unknown format"}: coded bytes`, text: hexOf(bytes) };
+  return { label: `${formatName || "unknown format"}: coded bytes`, text: hexOf(bytes), coded: true };
 }
 
 function duration(us) {
@@ -225,7 +241,7 @@ function card(model) {
     <h3 class="name"></h3>
     <dl>
       <dt class="values-label">latent</dt><dd><code class="values">&nbsp;</code></dd>
-      <dt>hex</dt><dd><code class="hex">&nbsp;</code></dd>
+      <dt class="hex-label">hex</dt><dd><code class="hex">&nbsp;</code></dd>
       <dt>model id</dt><dd><code class="model-id">&nbsp;</code></dd>
     </dl>`;
   for (const name of [figure, details].map((el) => el.querySelector(".name"))) {
@@ -281,8 +297,11 @@ async function roundTrip(png, model, slot) {
   if (slot.shown !== number) return latent.length; // the effort was changed meanwhile: the newer answer shows
   const pixels = await drawPng(reconstruction, figure.querySelector(".recon"));
   const view = latentView(latent, details.dataset.format);
+  // Coded bytes have no values to show but their hex: one line, labelled as such, not the hex twice.
   details.querySelector(".values-label").textContent = view.label;
   details.querySelector(".values").textContent = view.text;
+  details.querySelector(".values-label").hidden = details.querySelector(".values").parentElement.hidden = !!view.coded;
+  details.querySelector(".hex-label").textContent = view.coded ? view.label.replace(": coded bytes", " coded bytes, hex") : "hex";
   details.querySelector(".hex").textContent = hexOf(latent);
   details.querySelector(".model-id").textContent = modelId || "?";
   figure.querySelector(".size").textContent = `${latent.length} bytes`;
@@ -301,19 +320,20 @@ async function again(model, slot) {
     const size = await roundTrip(lastPng, model, slot);
     setStatus("done", `${model.name} at effort ${level}: ${size} bytes out.`);
   } catch (error) {
-    setStatus("error", error.message);
+    showError(error.message);
   }
 }
 
 async function run(png) {
   lastPng = png;
+  hideError();
   setStatus("busy", "Encoding...");
   try {
     await modelsReady;
     const sizes = await Promise.all(models.map((model, i) => roundTrip(png, model, cards[i])));
     setStatus("done", `${png.size} bytes of PNG in; ${sizes.join(" / ")} bytes out (${models.length} models).`);
   } catch (error) {
-    setStatus("error", error.message);
+    showError(error.message);
   }
 }
 
@@ -362,13 +382,37 @@ async function loadModels() {
   cards = models.map(card);
 }
 
+// Back to the page as it loads: a black input, black reconstructions, no latents, no error. Answers
+// still on their way are dropped (each card's `shown` no longer matches their number).
+function clearResults() {
+  for (const canvas of [input28, ...cards.map((slot) => slot.figure.querySelector(".recon"))]) {
+    const ctx = canvas.getContext("2d");
+    ctx.fillStyle = "#000";
+    ctx.fillRect(0, 0, SIDE, SIDE);
+  }
+  for (const slot of cards) {
+    slot.shown = ++requests;
+    for (const key of ["values", "hex", "model-id"]) slot.details.querySelector(`.${key}`).innerHTML = "&nbsp;";
+    slot.figure.querySelector(".size").innerHTML = "&nbsp;";
+    slot.figure.querySelector(".psnr").textContent = "";
+    slot.figure.querySelector(".effort-used").textContent = "";
+    slot.figure.dataset.effort = "";
+  }
+  inputPixels = null;
+  lastPng = null;
+}
+
 document.getElementById("clear").addEventListener("click", () => {
   clearPad();
+  clearResults();
+  hideError();
+  upload.value = ""; // so that choosing the same file again is a change, and is sent again
   setStatus("idle", "Draw a digit to start.");
 });
-document.getElementById("upload").addEventListener("change", (event) => {
+upload.addEventListener("change", (event) => {
   const file = event.target.files[0];
-  if (file) encodeUpload(file).catch((error) => setStatus("error", `cannot read ${file.name}: ${error.message}`));
+  upload.value = ""; // the same file chosen next time fires a change too
+  if (file) encodeUpload(file).catch((error) => showError(`cannot read ${file.name}: ${error.message}`));
 });
 window.mnistDemo = { toMnist, latentView, SIDE, FIT }; // for the browser test
 clearPad();

@@ -1,0 +1,92 @@
+"""`mnist-codec --local` knows every shipped model, as the server does; and the command line's
+small traps: a missing file, `--timeout 0`, a URL without its scheme."""
+
+from pathlib import Path
+
+import pytest
+from conftest import COMMITTED_WEIGHTS, DIGITS_DIR, LiveServer
+
+from app.client import cli, store
+from app.client.backends import LocalCodec
+from app.settings import Settings
+
+EC64_WEIGHTS = COMMITTED_WEIGHTS.parent / "ec64" / "ec64.safetensors"
+SEVEN = DIGITS_DIR / "test0000_digit7.png"
+
+
+def run(*argv: str) -> int:
+    return cli.main(list(argv))
+
+
+@pytest.fixture
+def elsewhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A working folder outside the checkout, with the service's default settings."""
+    for name in ("MNIST_CODEC_WEIGHTS", "MNIST_CODEC_MODELS", "MNIST_CODEC_DEFAULT_MODEL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(cli, "get_settings", Settings)  # read now, not the cached settings
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_encode_local_with_model_ec64(elsewhere: Path) -> None:
+    assert run("encode", str(SEVEN), "-o", "lat_ec/", "--local", "--model", "ec64", "-q") == 0
+    data = (elsewhere / "lat_ec" / f"{SEVEN.stem}.lat").read_bytes()
+    ec64 = LocalCodec([EC64_WEIGHTS], "cpu")
+    assert data == ec64.encode(SEVEN.read_bytes())
+    assert store.Recorded().model_id(elsewhere / "lat_ec" / f"{SEVEN.stem}.lat") == ec64.model_id
+
+
+def test_decode_local_finds_the_packaged_weights_by_the_recorded_id(elsewhere: Path) -> None:
+    assert run("encode", str(DIGITS_DIR), "-o", "lat_ec/", "--local", "--model", "ec64", "-q") == 0
+    assert run("decode", "lat_ec/", "-o", "png/", "--local", "-q") == 0  # no --model: the recorded id picks ec64
+    ec64 = LocalCodec([EC64_WEIGHTS], "cpu")
+    for path in sorted((elsewhere / "lat_ec").glob("*.lat")):
+        assert (elsewhere / "png" / f"{path.stem}.png").read_bytes() == ec64.decode(path.read_bytes()), path.name
+
+
+def test_local_model_that_did_not_make_the_latents_is_refused(
+    elsewhere: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run("encode", str(SEVEN), "-o", "lat_ec/", "--local", "--model", "ec64", "-q") == 0
+    assert run("decode", "lat_ec/", "-o", "png/", "--local", "--model", "mlp24", "-q") == cli.MODEL_MISMATCH
+    line = capsys.readouterr().err.splitlines()[-1]
+    assert "were made by ec64-" in line and "model 'mlp24' (--local) is mlp24-" in line and "no --model" in line
+    assert not (elsewhere / "png").exists()
+
+
+def test_local_with_an_unknown_model_names_the_shipped_ones(
+    elsewhere: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run("encode", str(SEVEN), "-o", "7.lat", "--local", "--model", "nosuch", "-q") == cli.UNAVAILABLE
+    [line] = capsys.readouterr().err.splitlines()
+    assert "unknown model 'nosuch'" in line and "mlp6, mlp24, ec64" in line
+
+
+def test_relative_weights_are_found_from_outside_the_checkout(elsewhere: Path) -> None:
+    assert not (elsewhere / "model_weights").exists()
+    weights = ["--local", "--weights", "model_weights/ec64/ec64.safetensors", "-q"]
+    assert run("encode", str(SEVEN), "-o", "7.lat", *weights) == 0
+    assert (elsewhere / "7.lat").read_bytes() == LocalCodec([EC64_WEIGHTS], "cpu").encode(SEVEN.read_bytes())
+    assert run("decode", "7.lat", "-o", "7.png", *weights) == 0
+
+
+def test_a_missing_file_gets_no_note_about_its_model_id(elsewhere: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run("decode", "nosuch.lat", "--local") == cli.FILES_FAILED
+    err = capsys.readouterr().err
+    assert "note:" not in err and "recorded model id" not in err
+    assert "nosuch.lat: cannot read: No such file or directory" in err
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "inf", "nan", "soon"])
+def test_timeout_must_be_above_zero(value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        run("encode", str(SEVEN), "--timeout", value)
+    assert exit_info.value.code == cli.USAGE
+    assert "--timeout" in capsys.readouterr().err
+
+
+def test_a_url_without_a_scheme_is_http(live_server: LiveServer, tmp_path: Path) -> None:
+    bare = live_server.url.removeprefix("http://")  # 127.0.0.1:PORT, as curl takes it
+    assert cli.server_url(bare) == live_server.url
+    assert run("encode", str(SEVEN), "-o", f"{tmp_path}/7.lat", "--url", bare, "-q") == 0
+    assert (tmp_path / "7.lat").stat().st_size == 24
