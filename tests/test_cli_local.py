@@ -90,3 +90,13 @@ def test_a_url_without_a_scheme_is_http(live_server: LiveServer, tmp_path: Path)
     assert cli.server_url(bare) == live_server.url
     assert run("encode", str(SEVEN), "-o", f"{tmp_path}/7.lat", "--url", bare, "-q") == 0
     assert (tmp_path / "7.lat").stat().st_size == 24
+
+
+def test_the_summary_names_the_weights_that_did_the_work(elsewhere: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--local loads every shipped model; the closing line names only the one that encoded, or decoded."""
+    ec64 = LocalCodec([EC64_WEIGHTS], "cpu").model_id
+    assert run("encode", str(SEVEN), "-o", "lat_ec/", "--local", "--model", "ec64", "--effort", "1") == 0
+    line = capsys.readouterr().out.splitlines()[-1]
+    assert f"; model {ec64}; effort 1)" in line, line
+    assert run("decode", "lat_ec/", "-o", "png/", "--local") == 0
+    assert f"; model {ec64})" in capsys.readouterr().out.splitlines()[-1]

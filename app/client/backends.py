@@ -231,7 +231,7 @@ class LocalCodec:
         self.model_id = self.codec.model_id
         self.format_name = self.codec.format.name
         self.served = {codec.name: codec.model_id for codec in self.codecs}
-        self.model_ids = set(self.served.values())
+        self.model_ids: set[str] = set()  # the weights that did the work, as the HTTP backend counts them
         self.batch_available: bool | None = False
 
     def connect(self) -> None:
@@ -242,17 +242,21 @@ class LocalCodec:
 
     def encode(self, png: bytes) -> bytes:
         try:
-            return self.codec.encode(imaging.read_digit(png), self.effort or 0)
+            data = self.codec.encode(imaging.read_digit(png), self.effort or 0)
         except CodecError as exc:
             raise ClientError(str(exc)) from exc
+        self.model_ids.add(self.codec.model_id)
+        return data
 
     def decode(self, data: bytes, model_id: str | None = None) -> bytes:
         # model_id: checked against these weights before the run (app.client.cli); it picks them here
         codec = next((codec for codec in self.codecs if codec.model_id == model_id), self.codec)
         try:
-            return codec.decode(data)
+            png = codec.decode(data)
         except CodecError as exc:
             raise ClientError(str(exc)) from exc
+        self.model_ids.add(codec.model_id)
+        return png
 
     def encode_batch(self, pngs: Sequence[bytes]) -> list[bytes] | None:
         """At level 0, None: one call per digit costs microseconds here. A search is cheaper per digit in a
@@ -264,6 +268,7 @@ class LocalCodec:
         except CodecError:
             return None
         body = self.codec.encode_many(digits, self.effort)  # a search runs on one BLAS thread (app.codec.blas)
+        self.model_ids.add(self.codec.model_id)
         step = latent.LATENT_BYTES
         return [body[i : i + step] for i in range(0, len(body), step)]
 
