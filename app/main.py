@@ -26,7 +26,7 @@ from app.errors import StartupError
 from app.service.batch import router as batch_router
 from app.service.direct import DirectRoutes
 from app.service.docs import install_model_docs
-from app.service.effort import EFFORT_PARAM, encode_digit, install_effort_docs, requested_effort
+from app.service.effort import EFFORT_PARAM, encode_digit, requested_effort
 from app.service.http import (
     MODEL_ID_HEADER,
     MODEL_ID_PARAM,
@@ -252,8 +252,7 @@ def create_app(settings: Settings | None = None) -> CodecAPI:
         codec = loaded_codecs(request).default
         return Ready(status="ready", model_id=codec.model_id, device=str(codec.device))
 
-    install_effort_docs(app)  # /openapi.json names each model's effort levels
-    install_model_docs(app)  # and the served models, and /decode's latent size
+    install_model_docs(app)  # /openapi.json names the served models, their effort levels, /decode's latent size
     install_pages(app)  # the demo page at /
     install_observability(app)  # app.state.metrics, GET /metrics
     # The guard: request id, Host and header limits, body limits and deadline, concurrency, metrics, access log.

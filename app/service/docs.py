@@ -11,6 +11,7 @@ from fastapi import FastAPI
 
 from app.codec import latent
 from app.codec.codecs import Codecs
+from app.service.effort import describe_efforts
 
 MODEL_NAME = "ModelName"  # the components schema every `model` parameter refers to
 DECODE_PATH = "/decode"
@@ -56,7 +57,7 @@ def describe_models(schema: dict[str, Any], codecs: Codecs) -> None:
 
 
 def install_model_docs(app: FastAPI) -> None:
-    """Have /openapi.json name the served models (known only once the lifespan has run)."""
+    """Have /openapi.json name the served models and their effort levels (known only once the lifespan has run)."""
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -64,8 +65,11 @@ def install_model_docs(app: FastAPI) -> None:
             return app.openapi_schema
         schema = generate()
         codecs: Codecs | None = app.state.codecs
-        if codecs is not None:
-            describe_models(schema, codecs)
+        if codecs is None:  # not loaded yet: the generic text, and generate again once they are
+            app.openapi_schema = None
+            return schema
+        describe_models(schema, codecs)
+        describe_efforts(schema, codecs)
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]

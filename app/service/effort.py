@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 from anyio import CapacityLimiter, to_thread
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import HTTPException, Request
 
 from app.codec.codecs import Codec, Codecs
 from app.codec.search import Effort
@@ -116,21 +116,3 @@ def describe_efforts(schema: dict[str, Any], codecs: Codecs) -> None:
                 "maximum": max(c.max_effort for c in codecs),
                 **default,
             }
-
-
-def install_effort_docs(app: FastAPI) -> None:
-    """Have /openapi.json state the levels of the models loaded (known only once the lifespan has run)."""
-    generate = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        codecs: Codecs | None = app.state.codecs
-        if app.openapi_schema is not None:
-            return app.openapi_schema
-        schema = generate()
-        if codecs is None:  # not loaded yet: the generic text, and generate again once they are
-            app.openapi_schema = None
-            return schema
-        describe_efforts(schema, codecs)
-        return schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
