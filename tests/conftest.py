@@ -5,8 +5,10 @@ import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -19,10 +21,40 @@ from app.codec.model import Autoencoder, save_checkpoint
 from app.main import create_app
 from app.settings import Settings
 from app.training import data
+from bench.server import Server
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMITTED_WEIGHTS = ROOT / "model_weights" / "mlp6.safetensors"
 DIGITS_DIR = Path(__file__).resolve().parent / "data" / "digits"
+
+
+def npy(array: np.ndarray) -> bytes:
+    """An array as the bytes of a .npy file (a batch request's body)."""
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+@asynccontextmanager
+async def asgi_client(**settings: Any) -> AsyncIterator[tuple[httpx.AsyncClient, FastAPI]]:
+    """The app with the committed weights on the CPU and these settings, inside its lifespan, and a client for it."""
+    app = create_app(Settings(weights=COMMITTED_WEIGHTS, device="cpu", **settings))
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://codec.test") as client,
+    ):
+        yield client, app
+
+
+@contextmanager
+def uvicorn_server(folder: Path, env: dict[str, str] | None = None) -> Iterator[Server]:
+    """A real uvicorn (the container's command, bench.server) with the committed weights: ready, then stopped."""
+    running = Server(COMMITTED_WEIGHTS, folder / "server.log", env=env)
+    try:
+        running.wait_ready()
+        yield running
+    finally:
+        running.stop()
 
 
 def png_bytes(image: Image.Image, **save_args: object) -> bytes:

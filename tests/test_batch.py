@@ -8,36 +8,17 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from conftest import COMMITTED_WEIGHTS, png_bytes
-from fastapi import FastAPI
+from conftest import asgi_client, npy, png_bytes
 from PIL import Image
-
-from app.main import create_app
-from app.settings import Settings
 
 pytestmark = pytest.mark.anyio
 
 Digits = list[tuple[str, bytes, np.ndarray]]
 
 
-def npy(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, array)
-    return buffer.getvalue()
-
-
-async def running(**settings: Any) -> AsyncIterator[tuple[httpx.AsyncClient, FastAPI]]:
-    app = create_app(Settings(weights=COMMITTED_WEIGHTS, device="cpu", **settings))
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://codec.test") as client,
-    ):
-        yield client, app
-
-
 @pytest.fixture
 async def small_limits() -> AsyncIterator[httpx.AsyncClient]:
-    async for client, _ in running(max_batch_items=5, max_batch_bytes=10_000):
+    async with asgi_client(max_batch_items=5, max_batch_bytes=10_000) as (client, _):
         yield client
 
 
@@ -130,7 +111,7 @@ async def test_too_many_items_is_refused(small_limits: httpx.AsyncClient, seven_
 async def test_micro_batching_changes_no_byte(digits: Digits) -> None:
     results = {}
     for mode in ("off", "on"):
-        async for client, app in running(batching=mode, batch_max_size=8, batch_max_wait_us=20_000):
+        async with asgi_client(batching=mode, batch_max_size=8, batch_max_wait_us=20_000) as (client, app):
             encoded = await asyncio.gather(*(client.post("/encode", files={"img": ("d.png", p)}) for _, p, _ in digits))
             latents = [response.content for response in encoded]
             decoded = await asyncio.gather(*(client.post("/decode", content=z) for z in latents))
@@ -151,7 +132,7 @@ async def test_batch_sizes_reach_the_metrics(client: httpx.AsyncClient, digits: 
 
 
 async def test_micro_batch_sizes_reach_the_metrics(digits: Digits) -> None:
-    async for client, _ in running(batching="on", batch_max_size=4, batch_max_wait_us=20_000):
+    async with asgi_client(batching="on", batch_max_size=4, batch_max_wait_us=20_000) as (client, _):
         await asyncio.gather(*(client.post("/encode", files={"img": ("d.png", p)}) for _, p, _ in digits[:8]))
         metrics = (await client.get("/metrics")).text
         assert 'mnist_codec_batch_size_sum{endpoint="/encode"} 8.0' in metrics

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from conftest import COMMITTED_WEIGHTS, ROOT
+from conftest import COMMITTED_WEIGHTS, ROOT, uvicorn_server
 from PIL import Image
 from test_event_loop import PROBE_LIMIT_S, Prober
 
@@ -122,16 +122,10 @@ async def test_the_service_answers_healthz_while_a_micro_batch_runs(digits: Digi
 
 @pytest.fixture(scope="module")
 def batching_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    log = tmp_path_factory.mktemp("batching") / "server.log"
-    running = Server(
-        COMMITTED_WEIGHTS, log, env={"MNIST_CODEC_BATCHING": "on", "MNIST_CODEC_BATCH_MAX_WAIT_US": "2000"}
-    )
-    try:
-        running.wait_ready()
+    env = {"MNIST_CODEC_BATCHING": "on", "MNIST_CODEC_BATCH_MAX_WAIT_US": "2000"}
+    with uvicorn_server(tmp_path_factory.mktemp("batching"), env) as running:
         assert "micro-batching on" in running.log
         yield running
-    finally:
-        running.stop()
 
 
 async def storm(

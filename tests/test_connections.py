@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from conftest import COMMITTED_WEIGHTS
+from conftest import uvicorn_server
 
 from bench.server import Server
 
@@ -29,12 +29,8 @@ LIMITS = {
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    running = Server(COMMITTED_WEIGHTS, tmp_path_factory.mktemp("connections") / "server.log", env=LIMITS)
-    try:
-        running.wait_ready()
+    with uvicorn_server(tmp_path_factory.mktemp("connections"), LIMITS) as running:
         yield running
-    finally:
-        running.stop()
 
 
 def connect(server: Server) -> socket.socket:

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import httpx
 import numpy as np
 import pytest
-from conftest import COMMITTED_WEIGHTS
+from conftest import COMMITTED_WEIGHTS, uvicorn_server
 from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.types import Message, Receive, Scope, Send
@@ -30,12 +30,8 @@ ENV = {"MNIST_CODEC_BATCHING": "on", "MNIST_CODEC_BATCH_MAX_WAIT_US": str(int(BA
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    running = Server(COMMITTED_WEIGHTS, tmp_path_factory.mktemp("disconnects") / "server.log", env=ENV)
-    try:
-        running.wait_ready()
+    with uvicorn_server(tmp_path_factory.mktemp("disconnects"), ENV) as running:
         yield running
-    finally:
-        running.stop()
 
 
 def send_and_leave(server: Server, request: bytes, after_s: float = 0.0) -> None:

@@ -5,8 +5,6 @@ import asyncio
 import io
 import json
 import threading
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
@@ -14,13 +12,12 @@ import httpx
 import numpy as np
 import pytest
 from anyio import to_thread
-from conftest import COMMITTED_WEIGHTS, ROOT
+from conftest import ROOT, asgi_client, npy
 from fastapi import FastAPI
 from openapi_spec_validator import validate
 
 from app.codec import blas
 from app.codec.codecs import Codec
-from app.main import create_app
 from app.settings import Settings
 
 pytestmark = pytest.mark.anyio
@@ -30,25 +27,9 @@ MODELS = ["mlp6", "mlp24", "ec64"]
 NPY = {"content-type": "application/x-npy"}
 
 
-def npy(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, array)
-    return buffer.getvalue()
-
-
 def codec_of(app: FastAPI, name: str) -> Codec:
     codec: Codec = app.state.codecs.get(name)
     return codec
-
-
-@asynccontextmanager
-async def serving(**settings: Any) -> AsyncIterator[tuple[httpx.AsyncClient, FastAPI]]:
-    app = create_app(Settings(weights=COMMITTED_WEIGHTS, device="cpu", **settings))
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://codec.test") as client,
-    ):
-        yield client, app
 
 
 async def encode(client: httpx.AsyncClient, png: bytes, query: str = "") -> httpx.Response:
@@ -207,11 +188,11 @@ async def test_a_higher_effort_reads_better_on_the_test_digits(
 async def test_search_work_over_the_limit_is_413_and_at_the_limit_200(digits: Digits) -> None:
     pixels = np.stack([p for _, _, p in digits])
     pngs = [png for _, png, _ in digits]
-    async with serving() as (_, probe):
+    async with asgi_client() as (_, probe):
         cost = codec_of(probe, "ec64").efforts[-1].cost
         top = codec_of(probe, "ec64").max_effort
     limit = 3 * cost  # three digits at ec64's highest level, exactly
-    async with serving(max_search_work=limit) as (client, _):
+    async with asgi_client(max_search_work=limit) as (client, _):
         query = f"?model=ec64&effort={top}"
         assert (await encode_npy(client, pixels[:3], query)).status_code == 200  # at the edge
         assert (await encode_batch(client, pngs[:3], query)).status_code == 200
@@ -227,7 +208,7 @@ async def test_search_work_over_the_limit_is_413_and_at_the_limit_200(digits: Di
 
 
 async def test_a_single_digit_over_the_limit_is_413_saying_to_lower_the_effort(seven_png: bytes) -> None:
-    async with serving(max_search_work=1) as (client, app):
+    async with asgi_client(max_search_work=1) as (client, app):
         top = codec_of(app, "ec64").max_effort
         response = await encode(client, seven_png, f"?model=ec64&effort={top}")
         assert response.status_code == 413
@@ -237,7 +218,7 @@ async def test_a_single_digit_over_the_limit_is_413_saying_to_lower_the_effort(s
 
 async def test_a_hostile_batch_is_refused_before_any_search(monkeypatch: pytest.MonkeyPatch) -> None:
     """The largest batch the server takes, of noise, at the highest level: 413, and the model never ran."""
-    async with serving() as (client, app):
+    async with asgi_client() as (client, app):
         codec = codec_of(app, "ec64")
         settings = app.state.settings
         count = settings.max_batch_items
@@ -286,7 +267,7 @@ async def test_a_search_runs_in_a_worker_thread_and_level_0_as_before(
 
 async def test_a_search_holds_its_concurrency_slot(seven_png: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
     """While one search runs (in its thread), the limit of 1 request in progress still refuses a second."""
-    async with serving(max_concurrency=1) as (client, app):
+    async with asgi_client(max_concurrency=1) as (client, app):
         codec = codec_of(app, "ec64")
         started, release = threading.Event(), threading.Event()
         real = codec.encode_many
@@ -370,7 +351,7 @@ async def test_on_cuda_concurrent_searches_give_a_batchs_bytes(digits: Digits) -
     gets inside one batch request, at every model's highest level."""
     pngs = [png for _, png, _ in digits]
     pixels = np.stack([p for _, _, p in digits])
-    async with serving(device="cuda", batching="on") as (client, app):
+    async with asgi_client(device="cuda", batching="on") as (client, app):
         for codec in app.state.codecs:
             query = f"?model={codec.name}&effort={codec.max_effort}"
             batch = await encode_npy(client, pixels, query)

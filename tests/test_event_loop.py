@@ -19,7 +19,7 @@ from collections.abc import Iterator
 import httpx
 import numpy as np
 import pytest
-from conftest import COMMITTED_WEIGHTS, load_digits
+from conftest import load_digits, npy, uvicorn_server
 
 from app.codec import latent
 from app.settings import Settings
@@ -35,12 +35,8 @@ NPY, CONTAINER = "application/x-npy", latent.CONTAINER_MEDIA_TYPE
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    running = Server(COMMITTED_WEIGHTS, tmp_path_factory.mktemp("event-loop") / "server.log")
-    try:
-        running.wait_ready()
+    with uvicorn_server(tmp_path_factory.mktemp("event-loop")) as running:
         yield running
-    finally:
-        running.stop()
 
 
 PROBE = """
@@ -132,12 +128,6 @@ def digits() -> np.ndarray:
     """MAX_ITEMS real MNIST test digits (the 20 under tests/data, over and over)."""
     real = np.stack([pixels for _, _, pixels in load_digits()])
     return np.resize(real, (MAX_ITEMS, 28, 28))
-
-
-def npy(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, array)
-    return buffer.getvalue()
 
 
 def multipart(pngs: list[bytes]) -> tuple[bytes, str]:

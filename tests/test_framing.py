@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import COMMITTED_WEIGHTS, ROOT
+from conftest import COMMITTED_WEIGHTS, ROOT, uvicorn_server
 
 from bench.server import BIN, Server, free_port, wait_ready
 
@@ -30,12 +30,8 @@ CHUNKED_HEAD = b"POST /decode HTTP/1.1\r\nHost: x\r\nX-Request-Id: %s\r\nTransfe
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    running = Server(COMMITTED_WEIGHTS, tmp_path_factory.mktemp("framing") / "server.log", env=LIMITS)
-    try:
-        running.wait_ready()
+    with uvicorn_server(tmp_path_factory.mktemp("framing"), LIMITS) as running:
         yield running
-    finally:
-        running.stop()
 
 
 def exchange(port: int, data: bytes, timeout: float = 5) -> tuple[bytes, float, bool]:
