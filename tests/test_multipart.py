@@ -5,8 +5,7 @@ from collections.abc import AsyncGenerator
 import httpx
 import pytest
 
-from app.service.http import one_file_part
-from app.service.multipart import skip_preamble
+from app.service.multipart import one_file_part, skip_preamble
 
 pytestmark = pytest.mark.anyio
 

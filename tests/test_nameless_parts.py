@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from app.service import multipart
-from app.service.http import one_file_part
+from app.service.multipart import one_file_part
 
 pytestmark = pytest.mark.anyio
 

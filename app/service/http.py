@@ -4,13 +4,11 @@ This is the one place that maps the domain errors of `app.errors` to status
 codes. Every error body is JSON `{"detail": "<what was wrong>"}`.
 """
 
-import functools
 import logging
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
-from python_multipart.multipart import parse_options_header
 
 from app.codec.codecs import Codec, Codecs
 from app.errors import (
@@ -161,7 +159,7 @@ async def read_file_field(request: Request, field: str, what: str) -> bytes:
             f"expected multipart/form-data with a file field '{field}' holding {what} ({example}); received {received}"
         )
     body = await request.body()
-    single = one_file_part(body, content_type, field)
+    single = multipart.one_file_part(body, content_type, field)
     if single is not None:
         return single
     try:
@@ -182,66 +180,3 @@ async def read_file_field(request: Request, field: str, what: str) -> bytes:
             f"{'image/png' if field == 'img' else 'application/octet-stream'}"
         )
     return bytes(part.data)
-
-
-@functools.lru_cache(maxsize=64)
-def _boundary(content_type: str) -> bytes | None:
-    _, options = parse_options_header(content_type)
-    boundary: bytes | None = options.get(b"boundary")
-    return boundary
-
-
-@functools.lru_cache(maxsize=256)
-def _form_field(disposition: bytes) -> tuple[bytes | None, bool]:
-    """The field name of a `form-data` Content-Disposition (None for anything else), and whether it has a filename."""
-    kind, options = parse_options_header(disposition)
-    if kind != b"form-data":
-        return None, False
-    name: bytes | None = options.get(b"name")
-    return name, b"filename" in options
-
-
-def one_file_part(body: bytes, content_type: str, field: str) -> bytes | None:
-    """The data of the one file part named `field`, when `body` is exactly that part; else None.
-
-    What a client sends for `curl -F img=@7.png`: the opening delimiter, a
-    Content-Disposition with the name and a filename, perhaps a Content-Type, the
-    data, the close delimiter (an epilogue after it is ignored, as RFC 2046 says).
-    Found with four searches instead of python-multipart's callbacks, a spooled
-    temporary file and a form (about 30 us a request). Anything else (a preamble,
-    more parts, other part headers, a part that `multipart.counts_as_file` calls text)
-    gets None, and the full parser, which decides what it means and words its errors.
-    """
-    boundary = _boundary(content_type)
-    if not boundary:
-        return None
-    opening = b"--" + boundary + b"\r\n"
-    if not body.startswith(opening):
-        return None
-    head_end = body.find(b"\r\n\r\n", len(opening))
-    if head_end < 0:
-        return None
-    named = has_filename = False
-    part_type: bytes | None = None
-    for line in body[len(opening) : head_end].split(b"\r\n"):
-        name, colon, value = line.partition(b":")
-        name = name.strip().lower()
-        if not colon or name not in (b"content-disposition", b"content-type"):
-            return None
-        if name == b"content-disposition":
-            field_name, has_filename = _form_field(value)
-            if named or field_name != field.encode():
-                return None
-            named = True
-        else:
-            part_type = value.strip()
-    if not named:
-        return None
-    start = head_end + 4
-    end = body.find(b"\r\n--" + boundary, start)
-    if end < 0 or body[end + 4 + len(boundary) : end + 6 + len(boundary)] != b"--":
-        return None  # no delimiter, or one that opens another part
-    data = body[start:end]
-    if not has_filename and not multipart.counts_as_file(None, part_type, data):
-        return None  # a text field: the full parser's path words the error
-    return data
