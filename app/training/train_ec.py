@@ -55,7 +55,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from app.codec import arith
+from app.codec import arith, checkpoint
 from app.codec.engine import make_engine
 from app.codec.latent import ArithmeticCodedFormat
 from app.codec.model import (
@@ -93,6 +93,7 @@ class ECConfig:
     data_root: Path = Path("data")
     threads: int = 1
     from_state: Path | None = None
+    init_from: Path | None = None
     dry_run: bool = False
     # The v2 research options (app.training.augment, docs/ec64_v2_research.md); each default is v1's recipe.
     shift: int = 0
@@ -142,6 +143,8 @@ def parse_args(argv: Sequence[str] | None) -> ECConfig:
     p.add_argument("--data-root", type=Path, default=d.data_root, help=f"MNIST root (default {d.data_root})")
     p.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads (default 1)")
     p.add_argument("--from-state", type=Path, default=None, help="finish a state.pt of an earlier run, no training")
+    p.add_argument("--init-from", type=Path, default=None,
+                   help="start from a .safetensors checkpoint of the same widths, then train as usual")  # fmt: skip
     p.add_argument("--dry-run", action="store_true", help="one epoch on 128 digits (for tests)")
     v2 = p.add_argument_group("v2 research options (each default keeps v1's recipe)")
     v2.add_argument(
@@ -550,6 +553,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if config.decoder_hidden is not None:
         model.decoder = decoder_of([config.latent_dim, *config.decoder_hidden, model.args.in_dim])
+    if config.init_from is not None:
+        # A warm start: the trained weights and prior, not the frozen tables (build_tables makes new ones).
+        start = checkpoint.read(config.init_from)
+        weights = {k: torch.from_numpy(v.copy()) for k, v in start.tensors.items() if not k.startswith("table_")}
+        model.load_state_dict(weights, strict=False)
+        log.info("starting from %s (%s)", config.init_from, start.model_id)
     if config.from_state is not None:
         state = torch.load(config.from_state, map_location="cpu", weights_only=True)
         model.load_state_dict(state["state_dict"], strict=False)  # the tables are built below
@@ -578,6 +587,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "out": str(config.out),
             "data_root": str(config.data_root),
             "from_state": None if config.from_state is None else str(config.from_state),
+            "init_from": None if config.init_from is None else str(config.init_from),
         },
         "device": "cpu",
         "torch": str(torch.__version__),
