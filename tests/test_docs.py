@@ -306,8 +306,13 @@ def test_broken_links_and_anchors_are_found(tmp_path: Path) -> None:
     ("heading", "anchor"),
     [
         pytest.param("The `mnist-codec` command", "the-mnist-codec-command", id="code"),
-        pytest.param("Rate-distortion: learned against classic codecs", "rate-distortion-learned-against-classic-codecs"),
-        pytest.param("What runs where: the event loop and the worker threads", "what-runs-where-the-event-loop-and-the-worker-threads"),
+        pytest.param(
+            "Rate-distortion: learned against classic codecs", "rate-distortion-learned-against-classic-codecs"
+        ),
+        pytest.param(
+            "What runs where: the event loop and the worker threads",
+            "what-runs-where-the-event-loop-and-the-worker-threads",
+        ),
         pytest.param("`ec64`, 64 latents entropy-coded into 24 bytes", "ec64-64-latents-entropy-coded-into-24-bytes"),
         pytest.param("MNIST_CODEC_MODELS and [links](x.md)", "mnist_codec_models-and-links", id="underscore-link"),
     ],
@@ -341,7 +346,9 @@ def docstring_layouts() -> dict[str, str]:
     """Each format's byte layout as `app/codec/latent.py`'s docstring writes it: title -> the indented table."""
     doc = app.codec.latent.__doc__ or ""
     layouts = {}
-    for title, table in re.findall(r'^((?:Format|Container) "[^"]+", version \d+)(?:.|\n)*?\n\n((?:    [^\n]*\n)+)', doc, re.M):
+    for title, table in re.findall(
+        r'^((?:Format|Container) "[^"]+", version \d+)(?:.|\n)*?\n\n((?:    [^\n]*\n)+)', doc, re.M
+    ):
         layouts[title] = "\n".join(line[4:].rstrip() for line in table.splitlines())
     return layouts
 
