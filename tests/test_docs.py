@@ -12,6 +12,7 @@ import io
 import json
 import os
 import re
+import shlex
 import shutil
 import stat
 import subprocess
@@ -165,12 +166,29 @@ class Answer:
     size: int
 
 
+def complete(command: str) -> bool:
+    """Whether a shell command's quotes are all closed."""
+    try:
+        shlex.split(command, comments=True)
+    except ValueError:
+        return False
+    return True
+
+
 def readme_commands(text: str) -> list[str]:
     """The command lines of the README's ```sh blocks that hold curl, continuation lines joined, in order."""
     commands = []
     for info, body in code_blocks(text):
         joined = "\n".join(body).replace("\\\n", " ")
-        lines = [line for line in joined.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+        lines: list[str] = []
+        pending = ""
+        for line in joined.splitlines():
+            pending = f"{pending}\n{line}" if pending else line
+            if complete(pending):  # a quoted string may span lines (python -c '...')
+                if pending.strip() and not pending.lstrip().startswith("#"):
+                    lines.append(pending)
+                pending = ""
+        assert not pending, f"an unfinished command in a code block: {pending!r}"
         if any(re.search(r"(^|\s)curl\s", line) for line in lines):
             assert info in ("sh", "bash"), f"curl commands go in ```sh blocks (so they are tested): {lines[0]}"
             commands += lines
@@ -257,6 +275,13 @@ def run_readme_commands(text: str, url: str, folder: Path) -> list[str]:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with uvicorn_server(tmp_path_factory.mktemp("docs-server")) as running:
         yield running.url
+
+
+@pytest.mark.skipif(CURL is None, reason="curl is not installed")
+@pytest.mark.parametrize("path", [path for path in DOCS if readme_commands(path.read_text())], ids=lambda p: p.name)
+def test_every_curl_command_of_the_docs_pages_works(path: Path, server: str, tmp_path: Path) -> None:
+    """The pages of docs/ run the same way (each from a fresh folder of its own)."""
+    assert run_readme_commands(path.read_text(), server, tmp_path)
 
 
 @pytest.mark.skipif(CURL is None, reason="curl is not installed")
