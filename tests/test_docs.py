@@ -332,13 +332,18 @@ def test_broken_links_and_anchors_are_found(tmp_path: Path) -> None:
     [
         pytest.param("The `mnist-codec` command", "the-mnist-codec-command", id="code"),
         pytest.param(
-            "Rate-distortion: learned against classic codecs", "rate-distortion-learned-against-classic-codecs"
+            "Rate-distortion: learned against classic codecs",
+            "rate-distortion-learned-against-classic-codecs",
+            id="colon",
         ),
         pytest.param(
             "What runs where: the event loop and the worker threads",
             "what-runs-where-the-event-loop-and-the-worker-threads",
+            id="colon-words",
         ),
-        pytest.param("`ec64`, 64 latents entropy-coded into 24 bytes", "ec64-64-latents-entropy-coded-into-24-bytes"),
+        pytest.param(
+            "`ec64`, 64 latents entropy-coded into 24 bytes", "ec64-64-latents-entropy-coded-into-24-bytes", id="comma"
+        ),
         pytest.param("MNIST_CODEC_MODELS and [links](x.md)", "mnist_codec_models-and-links", id="underscore-link"),
     ],
 )
