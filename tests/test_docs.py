@@ -164,6 +164,7 @@ class Answer:
     status: int
     content_type: str
     size: int
+    model_id: str  # the X-Model-Id header, empty when there is none
 
 
 def complete(command: str) -> bool:
@@ -201,7 +202,7 @@ def curl_wrapper(folder: Path) -> Path:
     bin_dir.mkdir()
     wrapper = bin_dir / "curl"
     wrapper.write_text(
-        f"#!/bin/sh\nexec {CURL} -sS -w '%{{stderr}}@@ %{{http_code}} %{{content_type}} %{{size_download}}\\n' \"$@\"\n"
+        f"#!/bin/sh\nexec {CURL} -sS -w '%{{stderr}}@@ %{{http_code}} %{{content_type}} %{{size_download}} %header{{x-model-id}}\\n' \"$@\"\n"
     )
     wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
     return bin_dir
@@ -221,6 +222,11 @@ def check_answer(command: str, answer: Answer, stdout: str, cwd: Path) -> None:
     said = re.search(r"#.*?\b(\d+) bytes", command)  # the README's own comment: "# 24 bytes", "# 48 bytes"
     if said:
         assert answer.size == int(said.group(1)), f"{command!r} gave {answer.size} bytes"
+    if endpoint in ("/encode", "/decode", "/encode/batch", "/decode/batch"):
+        # The model that answered: the one the command names (?model=, or the comment's "by NAME"), else the default.
+        named = re.search(r"[?&]model=(\w+)", command) or re.search(r"#.*\bby (mlp6|mlp24|ec64)\b", command)
+        model = named.group(1) if named else "mlp6"
+        assert answer.model_id.startswith(f"{model}-"), f"{command!r} was answered by {answer.model_id!r}"
     out = output_file(command.split("#", 1)[0])
     body = (cwd / out).read_bytes() if out else stdout.encode()
     if endpoint == "/encode":
@@ -263,7 +269,8 @@ def run_readme_commands(text: str, url: str, folder: Path) -> list[str]:
             ["bash", "-o", "pipefail", "-c", command], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
         )
         assert done.returncode == 0, f"{line!r} failed ({done.returncode}):\n{done.stderr}"
-        answers = [Answer(int(s), t, int(n)) for s, t, n in re.findall(r"^@@ (\d+) (\S*) (\d+)$", done.stderr, re.M)]
+        found = re.findall(r"^@@ (\d+) (\S*) (\d+) ?(\S*)$", done.stderr, re.M)
+        answers = [Answer(int(status), kind, int(size), model_id) for status, kind, size, model_id in found]
         assert len(answers) == line.count("curl "), f"{line!r}: {done.stderr}"
         for answer in answers:
             check_answer(command, answer, done.stdout, cwd)
