@@ -71,7 +71,8 @@ class RemoteCodec:
         self.model = model
         self.batch_available: bool | None = None  # unknown until the first try
         self.model_ids: set[str] = set()  # the ids the server named in its answers
-        self.served: dict[str, str] = {}  # name -> model id, from GET /models (connect)
+        self.served: dict[str, str] = {}  # name -> the model id it means, from GET /models (connect)
+        self.versions: dict[str, str] = {}  # every model id served -> its name
         self.listed: list[dict[str, Any]] = []  # GET /models' entries
         self.model_id = ""  # the model that encodes, and decodes latents of no recorded model
         self.format_name = ""  # its latent format
@@ -92,14 +93,23 @@ class RemoteCodec:
             status = response.status_code
             answer = f"answered {status}" if status != 200 else "answered 200, but not with a list of models"
             raise CodecUnavailable(f"not an mnist-codec server at {self.url}: GET /models {answer}")
-        self.served = {m["name"]: m["id"] for m in models}
+        self.versions = {m["id"]: m["name"] for m in models}
+        # A name means one version (GET /models marks it `current`); a server from before versions lists one each.
+        self.served = {m["name"]: m["id"] for m in models if m.get("current", True)}
         self.listed = models
         assert isinstance(body, dict)
-        name = self.model or body.get("default")
-        if name not in self.served:
-            raise CodecUnavailable(f"model {name!r} is not served at {self.url}; it has: {', '.join(self.served)}")
-        self.model_id = self.served[name]
-        chosen = next(m for m in models if m["name"] == name)
+        wanted = self.model or body.get("default")
+        if wanted in self.versions:  # --model MODEL_ID: exactly those weights
+            self.model_id = str(wanted)
+        elif wanted in self.served:
+            self.model_id = self.served[str(wanted)]
+        else:
+            ids = ", ".join(self.versions)
+            raise CodecUnavailable(
+                f"model {wanted!r} is not served at {self.url}; it has: {', '.join(self.served)}; model ids {ids}"
+            )
+        chosen = next(m for m in models if m["id"] == self.model_id)
+        name = str(wanted)
         fmt = chosen.get("latent_format")
         self.format_name = str(fmt.get("name", "")) if isinstance(fmt, dict) else ""
         self.effort = self._check_effort(name, chosen)
@@ -197,13 +207,19 @@ class RemoteCodec:
 
     def models(self) -> list[str]:
         """One line per model the server serves: its name and id (from `connect`)."""
-        return [f"{m['name']}  {m['id']}{_efforts(m)}" for m in self.listed]
+        names = [m["name"] for m in self.listed]
+
+        def line(m: dict[str, Any]) -> str:
+            current = _current(names.count(m["name"]), self.served.get(m["name"]) == m["id"])
+            return f"{m['name']}  {m['id']}{_efforts(m)}{current}"
+
+        return [line(m) for m in self.listed]
 
 
 class LocalCodec:
-    """Checkpoints in this process, as a server holds them: by default every shipped model
-    (the service's settings); `model` picks the one that encodes (and decodes latents with no
-    recorded id), and a recorded id picks the weights that made the latent."""
+    """Checkpoints in this process, as a server holds them: by default every shipped version
+    (the service's settings); `model` (a name or a model id) picks the one that encodes (and decodes
+    latents with no recorded id), and a recorded id picks the weights that made the latent."""
 
     def __init__(
         self,
@@ -212,12 +228,14 @@ class LocalCodec:
         effort: int | None = None,
         model: str | None = None,
         default: str | None = None,
+        default_versions: str = "",
     ) -> None:
-        from app.codec.codecs import Codecs, load_codec, pick_device  # numpy on the CPU; torch only for CUDA
+        from app.codec.codecs import Codecs, load_codec, parse_default_versions, pick_device  # torch only for CUDA
 
         try:
             on = pick_device(device)
-            self.codecs = Codecs([load_codec(path, on) for path in weights], default)
+            pinned = parse_default_versions(default_versions)  # MNIST_CODEC_DEFAULT_VERSIONS, as the server reads it
+            self.codecs = Codecs([load_codec(path, on) for path in weights], default, pinned)
         except StartupError as exc:
             raise CodecUnavailable(str(exc)) from exc
         try:
@@ -230,7 +248,8 @@ class LocalCodec:
             raise UsageError(f"--effort {effort}: {exc}") from exc
         self.model_id = self.codec.model_id
         self.format_name = self.codec.format.name
-        self.served = {codec.name: codec.model_id for codec in self.codecs}
+        self.served = {name: codec.model_id for name, codec in self.codecs.by_name.items()}
+        self.versions = {codec.model_id: codec.name for codec in self.codecs}
         self.model_ids: set[str] = set()  # the weights that did the work, as the HTTP backend counts them
         self.batch_available: bool | None = False
 
@@ -250,7 +269,7 @@ class LocalCodec:
 
     def decode(self, data: bytes, model_id: str | None = None) -> bytes:
         # model_id: checked against these weights before the run (app.client.cli); it picks them here
-        codec = next((codec for codec in self.codecs if codec.model_id == model_id), self.codec)
+        codec = self.codecs.by_id.get(model_id or "", self.codec)
         try:
             png = codec.decode(data)
         except CodecError as exc:
@@ -276,7 +295,10 @@ class LocalCodec:
         return None
 
     def models(self) -> list[str]:
-        return [f"{codec.name}  {codec.model_id}" for codec in self.codecs]
+        return [
+            f"{c.name}  {c.model_id}{_current(len(self.codecs.versions[c.name]), self.codecs.means(c))}"
+            for c in self.codecs
+        ]
 
 
 def _levels(model: dict[str, Any]) -> list[int]:
@@ -294,6 +316,11 @@ def _efforts(model: dict[str, Any]) -> str:
         return ""
     default = model.get("default_effort")
     return f"  effort {min(levels)}-{max(levels)}" + (f" (default {default})" if isinstance(default, int) else "")
+
+
+def _current(versions: int, current: bool) -> str:
+    """Marks the version a name means, where the name has several."""
+    return "  (current)" if current and versions > 1 else ""
 
 
 def _claim(model_id: str | None) -> dict[str, str]:

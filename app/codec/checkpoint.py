@@ -10,7 +10,8 @@ holds:
     arch                    the architecture's name in the registry (`mlp6`, `mlp24`, ...)
     latent_format           the wire format it speaks (a name in the latent formats)
     model_args              JSON: the architecture's Args dataclass, tuples as lists
-    metadata                JSON: training config, data checksums, metrics, ...
+    metadata                JSON: training config, data checksums, metrics, ... and `trained_at`,
+                            when the weights were made (ISO-8601 UTC, seconds; older files may lack it)
     numpy_program           JSON, present when the network is plain Linear layers and
                             element-wise activations: {"encoder": [["linear", "encoder.0"],
                             ["relu"], ...], "decoder": [...]}, the steps numpy runs on the
@@ -23,6 +24,10 @@ Converting needs torch (to read the pickle); serving does not:
 
     python -m app.codec.checkpoint convert model_weights/mlp6.pt        # writes model_weights/mlp6.safetensors
     python -m app.codec.checkpoint show model_weights/mlp6.safetensors  # arch, id, format, how it runs
+    python -m app.codec.checkpoint stamp --trained-at 2026-11-25T15:53:38Z model_weights/mlp6.safetensors
+
+`stamp` sets `trained_at` in the header of a checkpoint written before trainers recorded it;
+the tensors are untouched, so its model id (checked on the way out) stays the same.
 """
 
 import argparse
@@ -31,6 +36,7 @@ import json
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +63,33 @@ class Checkpoint:
     @property
     def model_id(self) -> str:
         return model_id(self.tensors, self.arch)
+
+    @property
+    def trained_at(self) -> str | None:
+        """When the weights were made (ISO-8601 UTC), None for a checkpoint that does not say."""
+        value = self.metadata.get("trained_at")
+        return value if isinstance(value, str) else None
+
+
+def utc_iso(moment: datetime | str | None = None) -> str:
+    """`moment` (default: now; a string is read as ISO-8601, a naive one as UTC) as ISO-8601 UTC to the second."""
+    if moment is None:
+        moment = datetime.now(UTC)
+    elif isinstance(moment, str):
+        moment = datetime.fromisoformat(moment)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat(timespec="seconds")
+
+
+def stamp(path: Path, trained_at: str) -> str:
+    """Set `trained_at` in `path`'s metadata, weights untouched; returns the (unchanged) model id."""
+    loaded = read(path)
+    loaded.metadata["trained_at"] = utc_iso(trained_at)
+    write(path, loaded)
+    if read(path).model_id != loaded.model_id:
+        raise CheckpointError(f"stamping {path} changed its model id")  # cannot happen: the tensors are the same
+    return loaded.model_id
 
 
 def weights_sha256(tensors: Mapping[str, np.ndarray]) -> str:
@@ -160,10 +193,11 @@ def convert(source: Path, target: Path | None = None) -> tuple[Path, str]:
 def describe(checkpoint: Checkpoint) -> str:
     runs = "numpy on the CPU, torch on CUDA" if checkpoint.numpy_program else "torch (no numpy program)"
     params = sum(int(a.size) for a in checkpoint.tensors.values())
+    when = checkpoint.trained_at or "unknown"
     return (
         f"{checkpoint.model_id}: architecture {checkpoint.arch} {json.dumps(checkpoint.model_args)}, "
         f"latent format {checkpoint.latent_format}, {params:,} numbers in {len(checkpoint.tensors)} tensors, "
-        f"runs in {runs}"
+        f"runs in {runs}, trained {when}"
     )
 
 
@@ -175,6 +209,11 @@ def main(argv: list[str] | None = None) -> int:
     conv.add_argument("-o", "--output", type=Path, help="output file (one input only); default: the input's name")
     show = commands.add_parser("show", help="what a checkpoint holds")
     show.add_argument("checkpoints", nargs="+", type=Path)
+    stamp_cmd = commands.add_parser("stamp", help="set trained_at in a checkpoint's header (model id kept)")
+    stamp_cmd.add_argument("checkpoints", nargs="+", type=Path)
+    stamp_cmd.add_argument(
+        "--trained-at", required=True, help="when the weights were made, ISO-8601 (e.g. 2026-11-25T15:53:38Z)"
+    )
     args = parser.parse_args(argv)
     if args.command == "convert" and args.output and len(args.checkpoints) > 1:
         parser.error("--output takes one input checkpoint")
@@ -183,9 +222,13 @@ def main(argv: list[str] | None = None) -> int:
             if args.command == "convert":
                 target, mid = convert(path, args.output)
                 print(f"{path} -> {target}: {mid} (model id unchanged)")
+            elif args.command == "stamp":
+                print(
+                    f"{path}: {stamp(path, args.trained_at)} trained at {utc_iso(args.trained_at)} (model id unchanged)"
+                )
             else:
                 print(f"{path}: {describe(read(path))}")
-    except CheckpointError as exc:
+    except (CheckpointError, ValueError) as exc:  # ValueError: a --trained-at that is no ISO-8601 date
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -39,9 +39,20 @@ class EffortInfo(BaseModel):
 
 
 class ModelInfo(BaseModel):
-    name: str
-    id: str = Field(description="Name + first 12 hex digits of the weights' SHA-256; sent as X-Model-Id.")
-    default: bool
+    """One version: a checkpoint of a model, known by its id."""
+
+    name: str = Field(description="The model's name (its architecture): ?model=NAME means the `current` version.")
+    id: str = Field(
+        description="Name + first 12 hex digits of the weights' SHA-256; sent as X-Model-Id; ?model=ID means it."
+    )
+    trained_at: str | None = Field(
+        description="When the weights were made, ISO-8601 UTC (null: the checkpoint does not say; sorts oldest)."
+    )
+    current: bool = Field(
+        description="Whether ?model=NAME means this version: the newest by trained_at, or the one the server pins "
+        "(MNIST_CODEC_DEFAULT_VERSIONS)."
+    )
+    default: bool = Field(description="Whether a request that names no model gets this version.")
     device: str
     latent_format: LatentFormatInfo
     test_psnr_db: float | None = Field(
@@ -53,8 +64,10 @@ class ModelInfo(BaseModel):
 
 
 class ModelList(BaseModel):
-    default: str
-    models: list[ModelInfo]
+    default: str = Field(description="The model (name) used when a request names none.")
+    default_id: str = Field(description="The version that name means.")
+    names: dict[str, str] = Field(description="Each model name -> the id of the version ?model=NAME means.")
+    models: list[ModelInfo] = Field(description="Every version served, in the server's settings order.")
     max_search_work: int = Field(
         description="Most search work one encode request may ask for: its digits x the cost of its effort level "
         "(levels above 0 only); more is a 413."

@@ -35,6 +35,7 @@ from typing import Any, Literal
 
 import torch
 
+from app.codec.checkpoint import utc_iso
 from app.codec.codecs import pick_device
 from app.codec.model import ARCH, ARCHITECTURES, CodecModel, build_model, save_checkpoint
 from app.errors import DataError, StartupError
@@ -279,6 +280,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     metrics: dict[str, Any] = {
         "command": command,
         "arch": config.arch,
+        "trained_at": utc_iso(),  # which version of a name is the newest (app.codec.codecs)
         "config": {**asdict(config), "out": str(config.out), "data_root": str(config.data_root)},
         "device": str(device),
         "torch": str(torch.__version__),

@@ -582,6 +582,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     metrics: dict[str, Any] = {
         "command": command,
         "arch": model.arch,
+        "trained_at": checkpoint.utc_iso(),  # which version of a name is the newest (app.codec.codecs)
         "config": {
             **asdict(config),
             "out": str(config.out),
