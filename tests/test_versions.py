@@ -167,17 +167,20 @@ async def test_every_recorded_v1_latent_decodes_in_a_batch_and_a_container(both:
         assert digests_of_npy(response.content) == digests, path
 
 
-async def test_without_its_id_a_v1_latent_decodes_with_the_default_the_hazard(
+async def test_without_its_id_a_bare_latent_of_a_name_with_versions_is_refused(
     both: httpx.AsyncClient, v2_id: str
 ) -> None:
-    """The documented hazard: 24 bare bytes decoded by name get the current version's digit, not v1's."""
-    wrong = 0
-    for path in ("/decode", "/decode?model=ec64"):
-        for _, _, data, digest in LATENTS:
+    """24 bare bytes decoded by a name with two versions: taking the newest would give a v1 latent v2's digit
+    with no error, so the answer is a 409 that says how to name the version, never a guess."""
+    for path in ("/decode?model=ec64", "/decode/batch?model=ec64"):
+        for _, _, data, _ in LATENTS[:3]:
             response = await both.post(path, content=data)
-            assert response.status_code == 200 and response.headers["x-model-id"] == v2_id
-            wrong += digest_of_png(response.content) != digest
-    assert wrong == 2 * len(LATENTS)  # every one: v2's decoder is another
+            assert response.status_code == 409, (path, response.text)
+            detail = response.json()["detail"]
+            assert "2 versions" in detail and V1_ID in detail and v2_id in detail and "X-Model-Id" in detail
+    # a model id is never a guess
+    response = await both.post(f"/decode?model={v2_id}", content=LATENTS[0][2])
+    assert response.status_code == 200 and response.headers["x-model-id"] == v2_id
 
 
 async def test_ids_that_do_not_fit_are_refused(both: httpx.AsyncClient, v2_id: str) -> None:
@@ -401,7 +404,7 @@ def test_codecs_resolve_is_the_one_rule(v2_weights: Path) -> None:
     mlp6 = load_codec(COMMITTED_WEIGHTS, "cpu")
     codecs = Codecs([mlp6, v1, v2])
     assert codecs.default is mlp6 and codecs.by_name["ec64"] is v2
-    assert codecs.resolve(None) is mlp6 and codecs.resolve("ec64") is v2 and codecs.resolve(V1_ID) is v1
+    assert codecs.resolve(None) is mlp6 and codecs.resolve(v2.model_id) is v2 and codecs.resolve(V1_ID) is v1
     assert codecs.resolve(None, V1_ID) is v1 and codecs.resolve("ec64", V1_ID) is v1
     assert codecs.resolve(V1_ID, V1_ID) is v1 and codecs.resolve(None, mlp6.model_id) is mlp6
     for model, claimed, status in [
@@ -410,6 +413,7 @@ def test_codecs_resolve_is_the_one_rule(v2_weights: Path) -> None:
         ("ec64", mlp6.model_id, 409),
         (None, "ec64-000000000000", 409),
         ("ec65", V1_ID, 404),
+        ("ec64", None, 409),  # bare bytes, two versions: not guessed
     ]:
         from app.service.http import status_for
 

@@ -240,6 +240,7 @@ class LocalCodec:
             raise CodecUnavailable(str(exc)) from exc
         try:
             self.codec = self.codecs.get(model)
+            self.requested = model
         except CodecError as exc:
             raise CodecUnavailable(f"--model {model}: {exc}".replace("this server has", "--local has")) from exc
         try:
@@ -268,9 +269,10 @@ class LocalCodec:
         return data
 
     def decode(self, data: bytes, model_id: str | None = None) -> bytes:
-        # model_id: checked against these weights before the run (app.client.cli); it picks them here
-        codec = self.codecs.by_id.get(model_id or "", self.codec)
+        # model_id: checked against these weights before the run (app.client.cli); it picks them here. Without
+        # one, the server's rule: a name with several versions is not guessed (Codecs.refuse_a_guess).
         try:
+            codec = self.codecs.by_id.get(model_id or "") or self.codecs.resolve(self.requested, None)
             png = codec.decode(data)
         except CodecError as exc:
             raise ClientError(str(exc)) from exc

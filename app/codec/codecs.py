@@ -237,6 +237,7 @@ class Codecs:
             self.versions.setdefault(codec.name, []).append(codec)
         # name -> the version the name means: the newest, or the one pinned
         self.by_name = {name: newest(versions) for name, versions in self.versions.items()}
+        self.pinned = set(default_versions or {})
         for name, model_id in (default_versions or {}).items():
             pinned = self.by_id.get(model_id)
             if pinned is None:
@@ -275,6 +276,7 @@ class Codecs:
         """
         named = None if model is None else self.get(model)
         if claimed is None:
+            self.refuse_a_guess(self.default_name if model is None else model)
             return self.default if named is None else named
         codec = self.by_id.get(claimed)
         if codec is None:
@@ -286,6 +288,21 @@ class Codecs:
                 f"the latent was made by model {claimed[:60]!r}; model {model!r} here is {named.model_id!r}"
             )
         return codec
+
+    def refuse_a_guess(self, model: str) -> None:
+        """Bare latents decoded by a name that has several versions: the bytes do not say which made them.
+
+        Taking the newest would give a v1 latent v2's digit, with no error; so unless the operator pinned
+        what the name means (MNIST_CODEC_DEFAULT_VERSIONS: "my stored bare latents are that version's"),
+        it is a ModelMismatchError (409) that says how to name the version. A model id is never a guess.
+        """
+        versions = self.versions.get(model, [])
+        if len(versions) > 1 and model not in self.pinned:
+            raise ModelMismatchError(
+                f"model {model!r} has {len(versions)} versions here ({', '.join(c.model_id for c in versions)}) "
+                "and 24 bytes do not say which one made them: send the X-Model-Id that /encode returned with "
+                "them, or ask for ?model=<model id>"
+            )
 
     def means(self, codec: Codec) -> bool:
         """Whether `codec` is the version its name means."""
