@@ -72,6 +72,18 @@ def load_digits() -> list[tuple[str, bytes, np.ndarray]]:
     return digits
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _repository_as_working_directory() -> Iterator[None]:
+    """Every test runs in the repository, wherever pytest was started.
+
+    `Settings` takes relative paths from the working directory, as the service does in its container;
+    its defaults (`model_weights/...`) and the tests' relative paths are the repository's.
+    """
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(ROOT)
+        yield
+
+
 @pytest.fixture(scope="session")
 def anyio_backend() -> str:
     """uvicorn runs the app on asyncio; async tests do too (not trio, even when installed)."""
