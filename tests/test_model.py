@@ -156,7 +156,7 @@ def _torch_pickle(tmp_path: Path, tiny_weights: Path) -> Path:
         pytest.param(_damaged, "is damaged: its weights hash to mlp6-", id="flipped-bit"),
         pytest.param(
             _torch_pickle,
-            r"torch pickle \(format 1\); convert it once: python -m app.codec.checkpoint convert",
+            r"torch pickle \(format 1\); convert it once: python -m app.codec.convert",
             id="torch-pickle",
         ),
     ],

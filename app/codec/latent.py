@@ -349,7 +349,7 @@ class Container:
 
 
 def write_container(container: Container) -> bytes:
-    """The container's bytes (see CONTAINER_DOC)."""
+    """The container's bytes (see "Container MNISTLAT" in this module's docstring)."""
     body = b"".join(container.latents)
     flags = 0
     if container.names is not None:

@@ -1,6 +1,6 @@
 """The autoencoders, their registry, and checkpoints.
 
-Two architectures, each with its own latent format (`app.codec.latent`):
+Three architectures, each with its own latent format (`app.codec.latent`):
 
 - `mlp6`, the reference design: encoder 784-128-64-12-6 with ReLU between layers,
   decoder the mirror image ending in a Sigmoid, so outputs lie in (0, 1) like the
@@ -15,13 +15,13 @@ Two architectures, each with its own latent format (`app.codec.latent`):
   and arithmetic-coded under a learned prior into at most 192 bits ("24xac");
   the prior is frozen into integer frequency tables stored with the weights.
 
-A checkpoint is a safetensors file with a JSON header (`app.checkpoint`, which
+A checkpoint is a safetensors file with a JSON header (`app.codec.checkpoint`, which
 reads and writes it without torch): the state dict, the architecture's name and
 `model_args` (its Args dataclass as a dict, tuples as lists), which rebuild the
 exact network, and the training metadata. The model id is the architecture name
 plus the first 12 hex digits of a SHA-256 over the weights, so a stored latent
 can be tied to the weights that made it. The format-1 torch pickles (`.pt`) are
-read only to convert them (`load_torch_checkpoint`).
+read only to convert them (`app.codec.convert`).
 """
 
 import dataclasses
@@ -290,12 +290,12 @@ def _args_as_dict(args: Any) -> dict[str, Any]:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(args).items()}
 
 
-# The element-wise modules numpy can run (app.engine has the same names).
+# The element-wise modules numpy can run (app.codec.engine has the same names).
 _NUMPY_ACTIVATIONS: dict[type[nn.Module], str] = {nn.ReLU: "relu", nn.Sigmoid: "sigmoid", nn.Identity: "identity"}
 
 
 def numpy_program(model: nn.Module) -> checkpoint.Program | None:
-    """The encoder and decoder as steps numpy can run (see app.checkpoint); None if either is anything else."""
+    """The encoder and decoder as steps numpy can run (see app.codec.checkpoint); None if either is anything else."""
     program: checkpoint.Program = {}
     for part in ("encoder", "decoder"):
         stack = getattr(model, part, None)
@@ -328,7 +328,7 @@ def checkpoint_of(model: CodecModel, metadata: dict[str, Any]) -> checkpoint.Che
 
 
 def save_checkpoint(path: Path, model: CodecModel, metadata: dict[str, Any]) -> str:
-    """Write `model` to `path` (safetensors, app.checkpoint) atomically; returns its model id."""
+    """Write `model` to `path` (safetensors, app.codec.checkpoint) atomically; returns its model id."""
     return checkpoint.write(path, checkpoint_of(model, metadata))
 
 
@@ -354,35 +354,6 @@ def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> LoadedMod
     ckpt = checkpoint.read(path)
     model = torch_model(ckpt, path)
     return LoadedModel(model=model.to(device), model_id=ckpt.model_id, arch=ckpt.arch, metadata=ckpt.metadata)
-
-
-def load_torch_checkpoint(path: Path) -> LoadedModel:
-    """A format-1 checkpoint (torch pickle, `.pt`): only `python -m app.codec.checkpoint convert` reads these."""
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} not found")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many kinds for a damaged file
-        raise CheckpointError(f"checkpoint {path} is unreadable: {_one_line(exc)}") from exc
-    if not isinstance(ckpt, dict) or ckpt.get("format") != 1:
-        raise CheckpointError(f"checkpoint {path} is not an mnist-codec torch checkpoint (format 1)")
-    arch = ckpt.get("arch")
-    if arch not in ARCHITECTURES:
-        known = ", ".join(ARCHITECTURES)
-        raise CheckpointError(f"checkpoint {path} has architecture {arch!r}, expected one of: {known}")
-    try:
-        model = build_model(arch, dict(ckpt["model_args"]))
-        model.load_state_dict(ckpt["state_dict"], strict=True)
-        model.wire_format()  # "24xac": the frequency tables are sound and every digit can fit
-    except Exception as exc:
-        raise CheckpointError(f"checkpoint {path} does not fit the {arch} architecture: {_one_line(exc)}") from exc
-    model.eval().requires_grad_(False)
-    return LoadedModel(
-        model=model,
-        model_id=model_id(ckpt["state_dict"], arch),
-        arch=arch,
-        metadata=dict(ckpt.get("metadata") or {}),
-    )
 
 
 _one_line = checkpoint.one_line
