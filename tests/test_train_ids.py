@@ -11,9 +11,9 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import COMMITTED_WEIGHTS
 
 from app.training import train, train_ec
-from conftest import COMMITTED_WEIGHTS
 
 EC64_WEIGHTS = COMMITTED_WEIGHTS.parent / "ec64" / "ec64.safetensors"
 PINNED = [
