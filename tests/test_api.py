@@ -73,7 +73,7 @@ async def test_decode_takes_raw_body_or_multipart(client: httpx.AsyncClient, sev
 
 
 async def test_huge_finite_latent_is_never_a_500(client: httpx.AsyncClient) -> None:
-    """"6xf32le" accepts every finite value and clamps it to [-CLAMP, CLAMP]: 3e38 decodes as CLAMP does."""
+    """ "6xf32le" accepts every finite value and clamps it to [-CLAMP, CLAMP]: 3e38 decodes as CLAMP does."""
     huge = await client.post("/decode", content=np.full(6, 3e38, "<f4").tobytes())
     clamped = await client.post("/decode", content=np.full(6, CLAMP, "<f4").tobytes())
     assert huge.status_code == clamped.status_code == 200, huge.text

@@ -21,7 +21,9 @@ PINNED = [
     pytest.param("train", ["--arch", "mlp24", "--epochs", "2", "--batch-size", "16"], "mlp24-532cff31d83e", id="mlp24"),
     pytest.param("ec", ["--shift", "1"], "ec64-0bdde6a258a0", id="ec64-shift"),
     pytest.param("ec", ["--init-from", str(EC64_WEIGHTS)], "ec64-b5d6d2743dee", id="ec64-init-from"),
-    pytest.param("ec", ["--ema", "0.9", "--val-digits", "32", "--weight-decay", "0.01"], "ec64-698bc5a25b41", id="ec64-v2"),
+    pytest.param(
+        "ec", ["--ema", "0.9", "--val-digits", "32", "--weight-decay", "0.01"], "ec64-698bc5a25b41", id="ec64-v2"
+    ),
     pytest.param("ec", ["--budget", "hinge", "--bit-reward", "0.01"], "ec64-b69e641e3037", id="ec64-hinge"),
 ]
 

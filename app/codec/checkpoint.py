@@ -101,8 +101,7 @@ def read(path: Path) -> Checkpoint:
         raise CheckpointError(f"checkpoint {path} not found")
     if path.suffix == ".pt":
         raise CheckpointError(
-            f"checkpoint {path} is a torch pickle (format 1); "
-            f"convert it once: python -m app.codec.convert {path}"
+            f"checkpoint {path} is a torch pickle (format 1); convert it once: python -m app.codec.convert {path}"
         )
     try:
         with safe_open(str(path), framework="np") as f:
