@@ -256,5 +256,12 @@ async def test_models_lists_the_loaded_models(client: httpx.AsyncClient, app: Fa
     assert [m["name"] for m in body["models"]] == ["mlp6", "mlp24", "ec64"]
     model = body["models"][0]
     assert model["id"] == app.state.codec.model_id and model["default"] is True
-    assert model["latent_format"] == {"name": "6xf32le", "bytes": 24, "dtype": "<f4", "dims": 6}
+    assert model["latent_format"] == {
+        "name": "6xf32le",
+        "bytes": 24,
+        "dtype": "<f4",
+        "dims": 6,
+        "coded": False,
+        "symbol_dtype": "<f4",
+    }
     assert model["test_metrics"]["mse"] <= 0.0225 and model["test_metrics"]["psnr_mean_db"] > 17

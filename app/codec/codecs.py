@@ -242,6 +242,14 @@ def load_codec(path: Path, device: str) -> Codec:
 
 
 def load_codecs(settings: Settings, device: str) -> Codecs:
-    """Every checkpoint of the settings, loaded onto `device`; the default one first."""
+    """Every checkpoint of the settings, loaded onto `device`; the default one first. A model whose latents
+    are not the API's 24 bytes (ec64 trained for another code size, the rate-distortion study's) is refused:
+    `load_codec` still loads one for `python -m app.training.evaluate --curve`."""
     codecs = [load_codec(path, device) for path in settings.checkpoints()]
+    for path, codec in zip(settings.checkpoints(), codecs, strict=True):
+        if codec.format.nbytes != latent.LATENT_BYTES:
+            raise CheckpointError(
+                f"checkpoint {path} codes {codec.format.nbytes}-byte latents; the service serves "
+                f"{latent.LATENT_BYTES}-byte latents only (evaluate it with python -m app.training.evaluate --curve)"
+            )
     return Codecs(codecs, settings.default_model)
