@@ -31,7 +31,7 @@ import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -41,6 +41,15 @@ from app.codec import arith, checkpoint, latent
 from app.errors import CheckpointError
 
 ARCH = "mlp6"  # the reference architecture
+
+Quantisation = Literal["noise", "straight-through", "round"]
+
+
+class Reconstruction(NamedTuple):
+    """What `forward` gives: the pixels and the latents they were decoded from (for a rate term)."""
+
+    x_hat: torch.Tensor  # (N, 784) in (0, 1)
+    q: torch.Tensor  # (N, dims), after the quantisation
 
 
 def _mlp(sizes: list[int], last: nn.Module, activation: Callable[[], nn.Module] = nn.ReLU) -> nn.Sequential:
@@ -72,12 +81,28 @@ class CodecModel(nn.Module):
         y: torch.Tensor = self.decoder(z)
         return y
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decode(self.encode(x))
+    def quantize(self, z: torch.Tensor, mode: Quantisation, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The latents as the decoder sees them: `mode` "round" is the wire format's rounding (what is served),
+        "noise" and "straight-through" its stand-ins in training (rounding has no gradient). `generator`
+        draws the noise (None: torch's global one). The base is `mlp6`'s: float32 on the wire, no rounding."""
+        return z
+
+    def forward(
+        self, x: torch.Tensor, mode: Quantisation | None = None, generator: torch.Generator | None = None
+    ) -> Reconstruction:
+        """(N, 784) pixels -> their reconstruction and the latents decoded; by default noise while
+        training and the wire's rounding in eval mode, so what is measured is what is served."""
+        q = self.quantize(self.encode(x), mode or ("noise" if self.training else "round"), generator)
+        return Reconstruction(self.decode(q), q)
 
     def wire_format(self) -> latent.LatentFormat:
         """The latent format this model's bytes follow; ValueError when the checkpoint cannot make it."""
         return latent.get_format(self.latent_format)
+
+
+def uniform_noise(z: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """Uniform in [0, 1), z's shape; the same draws as `torch.rand_like(z)` when `generator` is None."""
+    return torch.rand(z.shape, generator=generator, dtype=z.dtype, device=z.device)
 
 
 @dataclass(frozen=True)
@@ -122,17 +147,14 @@ class QuantizedAutoencoder(CodecModel):
         self.encoder = _mlp(widths, nn.Sigmoid())
         self.decoder = _mlp(widths[::-1], nn.Sigmoid())
 
-    def quantize(self, z: torch.Tensor) -> torch.Tensor:
-        """Noise of one step while training, the wire format's exact rounding otherwise."""
+    def quantize(self, z: torch.Tensor, mode: Quantisation, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Noise of one step, or "24xu8"'s rounding to 1/levels (halves to even, as numpy's on the wire)."""
         steps: int = self.args.levels
-        if self.training:
-            noisy: torch.Tensor = z + (torch.rand_like(z) - 0.5) / steps
-            return noisy
         rounded: torch.Tensor = torch.round(z * steps) / steps
-        return rounded
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decode(self.quantize(self.encode(x)))
+        if mode == "noise":
+            noisy: torch.Tensor = z + (uniform_noise(z, generator) - 0.5) / steps
+            return noisy
+        return rounded if mode == "round" else z + (rounded - z).detach()
 
 
 def _gelu() -> nn.Module:
@@ -198,11 +220,14 @@ class EntropyCodedAutoencoder(CodecModel):
         total: torch.Tensor = -torch.log2(self.likelihood(q)).sum(dim=1)
         return total
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Training: uniform noise in place of rounding. Eval: rounded latents (without the coder's rate control)."""
-        z = self.encode(x)
-        q = z + torch.rand_like(z) - 0.5 if self.training else torch.round(z)
-        return self.decode(q)
+    def quantize(self, z: torch.Tensor, mode: Quantisation, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Uniform noise in [-1/2, 1/2), or rounding to the integers: served, or straight-through (the decoder
+        sees the integers, the gradient passes). "round" leaves out the coder's rate control."""
+        if mode == "noise":
+            noisy: torch.Tensor = z + uniform_noise(z, generator) - 0.5
+            return noisy
+        rounded = torch.round(z)
+        return rounded if mode == "round" else z + (rounded - z).detach()
 
     @torch.no_grad()
     def build_tables(self) -> None:
