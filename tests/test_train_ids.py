@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import COMMITTED_WEIGHTS
 
 from app.training import train, train_ec
@@ -39,3 +40,14 @@ def test_short_runs_train_the_recorded_weights(
     else:  # both phases (noise, then straight-through), each evaluated
         assert train_ec.main(["--epochs", "2", "--batch-size", "32", "--eval-every", "1", *flags, *common]) == 0
     assert json.loads((out / "metrics.json").read_text())["model_id"] == expected
+
+
+@pytest.mark.parametrize("trainer", ["train", "ec"])
+def test_training_leaves_denormals_as_it_found_them(synthetic_mnist: Path, tmp_path: Path, trainer: str) -> None:
+    """Both trainers flush denormals to zero while they train, and only then (the flag is the thread's)."""
+    common = ["--out", str(tmp_path / "out"), "--data-root", str(synthetic_mnist), "--epochs", "1"]
+    if trainer == "train":
+        assert train.main([*common, "--device", "cpu"]) == 0
+    else:
+        assert train_ec.main([*common, "--batch-size", "48"]) == 0
+    assert (torch.tensor([1e-39]) * 1.0).item() > 0, "denormals are still flushed to zero after training"
