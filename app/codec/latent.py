@@ -139,26 +139,27 @@ class LatentFormat(ABC):
 
     @abstractmethod
     def symbols(self, values: np.ndarray) -> np.ndarray:
-        """(N, dims) float64 encoder values -> (N, dims) symbols, as sent; ValueError for values it cannot send."""
+        """float64 encoder values, N latents end to end (any shape) -> the symbols sent, element by element;
+        ValueError for values it cannot send."""
 
     @abstractmethod
     def values(self, symbols: np.ndarray) -> np.ndarray:
-        """(N, dims) symbols -> the float32 values the decoder takes; LatentError when they are not valid."""
+        """Symbols -> the float32 values the decoder takes, element by element; LatentError when not valid."""
 
     @abstractmethod
     def _write(self, symbols: np.ndarray) -> bytes:
-        """(N, dims) symbols -> N * nbytes bytes."""
+        """N latents' symbols, end to end -> N * nbytes bytes."""
 
     @abstractmethod
     def _read(self, data: bytes) -> np.ndarray:
-        """N * nbytes bytes -> (N, dims) symbols."""
+        """N * nbytes bytes -> the N * dims symbols, flat."""
 
     def pack(self, z: np.ndarray) -> bytes:
         """One latent (shape (dims,) or (1, dims), any float dtype) as its wire bytes."""
         values = np.asarray(z).reshape(-1)
         if values.shape != (self.dims,):
             raise ValueError(f"expected {self.dims} latent values, got {values.size}")
-        return self.pack_many(values.reshape(1, self.dims))
+        return self._write(self.symbols(values.astype(np.float64)))
 
     def unpack(self, data: bytes) -> np.ndarray:
         """Wire bytes as the (dims,) float32 values the decoder takes; LatentError when they are not valid."""
@@ -166,7 +167,7 @@ class LatentFormat(ABC):
             raise LatentError(
                 f"a latent is exactly {self.nbytes} bytes ({self.description}); received {len(data)} bytes"
             )
-        return self.values(self._read(data)).reshape(self.dims)
+        return self.values(self._read(data))
 
     def pack_many(self, z: np.ndarray) -> bytes:
         """(N, dims) latents as N wire latents, end to end."""
@@ -181,7 +182,7 @@ class LatentFormat(ABC):
                 f"a batch of latents is a multiple of {self.nbytes} bytes ({self.description} each); "
                 f"received {len(data)} bytes"
             )
-        symbols = self._read(data)
+        symbols = self._read(data).reshape(-1, self.dims)
         try:
             return self.values(symbols)
         except LatentError:
@@ -208,7 +209,7 @@ class FixedLayout(LatentFormat):
         return symbols.astype(self.symbol_dtype).tobytes()
 
     def _read(self, data: bytes) -> np.ndarray:
-        return np.frombuffer(data, dtype=self.symbol_dtype).reshape(-1, self.dims)
+        return np.frombuffer(data, dtype=self.symbol_dtype)
 
 
 class Float32Format(FixedLayout):
@@ -285,17 +286,16 @@ class ArithmeticCodedFormat(LatentFormat):
 
     def code(self, z: np.ndarray) -> tuple[np.ndarray, int, int, int]:
         """One latent's (64,) values -> (the integers sent, the code m, its length k in bits, rate-control steps)."""
-        return arith.fit(self.tables, self.symbols(np.asarray(z, np.float64).reshape(1, -1))[0], self.budget)
+        return arith.fit(self.tables, self.symbols(np.asarray(z, np.float64).reshape(-1)), self.budget)
 
     def _write(self, symbols: np.ndarray) -> bytes:
-        _, ms, ks, _, _ = arith.fit_many(self.tables, symbols, self.budget)
+        _, ms, ks, _, _ = arith.fit_many(self.tables, symbols.reshape(-1, self.dims), self.budget)
         return b"".join(arith.to_bytes(m, k, self.code_bytes) for m, k in zip(ms, ks, strict=True))
 
     def _read(self, data: bytes) -> np.ndarray:
         n = self.code_bytes
         rows = [arith.from_bytes(self.tables, data[i : i + n]) for i in range(0, len(data), n)]
-        symbols: np.ndarray = np.stack(rows) if rows else np.zeros((0, self.dims), np.int64)
-        return symbols
+        return np.concatenate(rows) if rows else np.zeros(0, np.int64)
 
 
 FORMATS: dict[str, LatentFormat] = {fmt.name: fmt for fmt in (Float32Format(), UInt8Format())}

@@ -452,7 +452,7 @@ def coded_metrics(
     data = bytearray()
     start = time.perf_counter()
     for row in z:
-        clamped = np.clip(fmt.symbols(row.astype(np.float64)[np.newaxis])[0], fmt.tables.lo, fmt.tables.hi)
+        clamped = np.clip(fmt.symbols(row.astype(np.float64)), fmt.tables.lo, fmt.tables.hi)
         before.append(arith.encode(fmt.tables, clamped)[1])
         _q, m, k, steps = fmt.code(row)
         sent.append(k)
