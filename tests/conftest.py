@@ -26,6 +26,12 @@ from bench.server import Server
 ROOT = Path(__file__).resolve().parent.parent
 COMMITTED_WEIGHTS = ROOT / "model_weights" / "mlp6.safetensors"
 DIGITS_DIR = Path(__file__).resolve().parent / "data" / "digits"
+# GET /models' latent_format of each model: ec64's 24 bytes are a code of 64 integers (no numpy dtype reads them).
+LATENT_FORMATS = {
+    "mlp6": {"name": "6xf32le", "bytes": 24, "dtype": "<f4", "dims": 6, "coded": False, "symbol_dtype": "<f4"},
+    "mlp24": {"name": "24xu8", "bytes": 24, "dtype": "|u1", "dims": 24, "coded": False, "symbol_dtype": "|u1"},
+    "ec64": {"name": "24xac", "bytes": 24, "dtype": None, "dims": 64, "coded": True, "symbol_dtype": "<i8"},
+}
 
 
 def npy(array: np.ndarray) -> bytes:

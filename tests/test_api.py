@@ -8,7 +8,7 @@ import httpx
 import numpy as np
 import pytest
 import torch
-from conftest import COMMITTED_WEIGHTS, png_bytes
+from conftest import COMMITTED_WEIGHTS, LATENT_FORMATS, png_bytes
 from fastapi import FastAPI
 from PIL import Image
 
@@ -256,12 +256,5 @@ async def test_models_lists_the_loaded_models(client: httpx.AsyncClient, app: Fa
     assert [m["name"] for m in body["models"]] == ["mlp6", "mlp24", "ec64"]
     model = body["models"][0]
     assert model["id"] == app.state.codec.model_id and model["default"] is True
-    assert model["latent_format"] == {
-        "name": "6xf32le",
-        "bytes": 24,
-        "dtype": "<f4",
-        "dims": 6,
-        "coded": False,
-        "symbol_dtype": "<f4",
-    }
+    assert model["latent_format"] == LATENT_FORMATS["mlp6"]
     assert model["test_metrics"]["mse"] <= 0.0225 and model["test_metrics"]["psnr_mean_db"] > 17

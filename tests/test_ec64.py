@@ -8,7 +8,7 @@ import httpx
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, png_bytes
+from conftest import LATENT_FORMATS, ROOT, png_bytes
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -238,14 +238,7 @@ async def test_models_lists_ec64_with_its_format(ec_client: httpx.AsyncClient) -
     body = (await ec_client.get("/models")).json()
     models = {m["name"]: m for m in body["models"]}
     assert body["default"] == "mlp6" and models["ec64"]["default"] is False
-    assert models["ec64"]["latent_format"] == {
-        "name": "24xac",
-        "bytes": 24,
-        "dtype": None,
-        "dims": 64,
-        "coded": True,
-        "symbol_dtype": "<i8",
-    }
+    assert models["ec64"]["latent_format"] == LATENT_FORMATS["ec64"]
     assert models["ec64"]["id"].startswith("ec64-") and models["ec64"]["test_psnr_db"] == 8.5
 
 

@@ -30,7 +30,7 @@ import argparse
 import hashlib
 import json
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -153,9 +153,15 @@ def main(argv: list[str] | None = None) -> int:
     show = commands.add_parser("show", help="what a checkpoint holds (python -m app.codec.convert converts a .pt)")
     show.add_argument("checkpoints", nargs="+", type=Path)
     args = parser.parse_args(argv)
+    return each(args.checkpoints, lambda path: f"{path}: {describe(read(path))}")
+
+
+def each(paths: list[Path], action: Callable[[Path], str]) -> int:
+    """A command line's work: print `action`'s line for each path; the first CheckpointError ends it
+    in one line on stderr, exit status 1."""
     try:
-        for path in args.checkpoints:
-            print(f"{path}: {describe(read(path))}")
+        for path in paths:
+            print(action(path))
     except CheckpointError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

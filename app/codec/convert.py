@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from app.codec import checkpoint
-from app.codec.model import ARCHITECTURES, LoadedModel, build_model, checkpoint_of, model_id
+from app.codec.model import LoadedModel, checkpoint_of, tensors_of, torch_model
 from app.errors import CheckpointError
 
 
@@ -27,25 +27,14 @@ def load_torch_checkpoint(path: Path) -> LoadedModel:
         raise CheckpointError(f"checkpoint {path} is unreadable: {checkpoint.one_line(exc)}") from exc
     if not isinstance(ckpt, dict) or ckpt.get("format") != 1:
         raise CheckpointError(f"checkpoint {path} is not an mnist-codec torch checkpoint (format 1)")
-    arch = ckpt.get("arch")
-    if arch not in ARCHITECTURES:
-        known = ", ".join(ARCHITECTURES)
-        raise CheckpointError(f"checkpoint {path} has architecture {arch!r}, expected one of: {known}")
+    arch = str(ckpt.get("arch"))
     try:
-        model = build_model(arch, dict(ckpt["model_args"]))
-        model.load_state_dict(ckpt["state_dict"], strict=True)
-        model.wire_format()  # "24xac": the frequency tables are sound and every digit can fit
+        tensors, model_args = tensors_of(ckpt["state_dict"]), dict(ckpt["model_args"])
     except Exception as exc:
-        raise CheckpointError(
-            f"checkpoint {path} does not fit the {arch} architecture: {checkpoint.one_line(exc)}"
-        ) from exc
-    model.eval().requires_grad_(False)
-    return LoadedModel(
-        model=model,
-        model_id=model_id(ckpt["state_dict"], arch),
-        arch=arch,
-        metadata=dict(ckpt.get("metadata") or {}),
-    )
+        message = f"checkpoint {path} does not fit the {arch} architecture: {checkpoint.one_line(exc)}"
+        raise CheckpointError(message) from exc
+    stored = checkpoint.Checkpoint(arch, "", model_args, tensors, dict(ckpt.get("metadata") or {}))
+    return LoadedModel(torch_model(stored, path), stored.model_id, arch, stored.metadata)
 
 
 def convert(source: Path, target: Path | None = None) -> tuple[Path, str]:
@@ -68,14 +57,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.output and len(args.checkpoints) > 1:
         parser.error("--output takes one input checkpoint")
-    try:
-        for path in args.checkpoints:
-            target, mid = convert(path, args.output)
-            print(f"{path} -> {target}: {mid} (model id unchanged)")
-    except CheckpointError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+
+    def one(path: Path) -> str:
+        target, mid = convert(path, args.output)
+        return f"{path} -> {target}: {mid} (model id unchanged)"
+
+    return checkpoint.each(args.checkpoints, one)
 
 
 if __name__ == "__main__":

@@ -40,19 +40,7 @@ import torch
 from app.codec.codecs import pick_device
 from app.codec.model import ARCH, ARCHITECTURES, CodecModel, build_model
 from app.errors import DataError, StartupError
-from app.training.loop import (
-    Budget,
-    Curve,
-    Pictures,
-    as_served,
-    finish,
-    fit,
-    flush_denormals,
-    load_mnist,
-    loss_psnr,
-    run_metrics,
-    to_unit,
-)
+from app.training import loop
 from app.training.quality import psnr_from_mse
 
 log = logging.getLogger("app.training.train")
@@ -148,10 +136,10 @@ def evaluate(model: CodecModel, pixels: torch.Tensor, batch: int = 2000) -> dict
     model.eval()
     sq_errors, served_errors = [], []
     for chunk in torch.split(pixels, batch):
-        x = to_unit(chunk)
+        x = loop.to_unit(chunk)
         y = model(x).x_hat
         sq_errors.append(((y - x) ** 2).mean(dim=1))
-        served = as_served(y)
+        served = loop.as_served(y)
         served_errors.append(((served - x) ** 2).mean(dim=1))
     mse_per_image = torch.cat(sq_errors).double()
     served_per_image = torch.cat(served_errors).double()
@@ -166,7 +154,7 @@ def loss_fn(kind: Loss, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """MSE, or minus the mean per-image PSNR in dB as the losses count it (`loop.loss_psnr`)."""
     if kind == "mse":
         return ((y - x) ** 2).mean()
-    return -loss_psnr(y, x).mean()
+    return -loop.loss_psnr(y, x).mean()
 
 
 class AutoencoderObjective:
@@ -233,28 +221,30 @@ def train(
     # CPUs they are many times slower. Added while chasing slow mlp24 epochs, which turned out to be
     # other jobs on the machine (it changed neither the speed nor the first epochs' numbers); kept
     # because the committed mlp24 weights were trained with it.
-    with flush_denormals():
-        history = fit(model, optimizer, train_x, config.batch_size, shuffle, Budget(config.epochs), objective)
+    with loop.flush_denormals():
+        history = loop.fit(model, optimizer, train_x, config.batch_size, shuffle, loop.Budget(config.epochs), objective)
     return model, history
 
 
-def pictures(config: TrainConfig, history: list[dict[str, Any]], model: CodecModel, test_x: torch.Tensor) -> Pictures:
+def pictures(
+    config: TrainConfig, history: list[dict[str, Any]], model: CodecModel, test_x: torch.Tensor
+) -> loop.Pictures:
     epochs = [row["epoch"] for row in history]
     n = min(10, len(test_x))
     with torch.inference_mode():
-        originals = to_unit(test_x[:n]).cpu()
+        originals = loop.to_unit(test_x[:n]).cpu()
         decoded = model.cpu()(originals).x_hat
     if config.loss == "mse":
         curves = [
-            Curve("train", epochs, [row["train_loss"] for row in history]),
-            Curve("validation (test set)", epochs, [row["val_loss"] for row in history]),
+            loop.Curve("train", epochs, [row["train_loss"] for row in history]),
+            loop.Curve("validation (test set)", epochs, [row["val_loss"] for row in history]),
         ]
     else:  # the loss is -PSNR: plot PSNR, higher is better
         curves = [
-            Curve("train (with quantisation noise)", epochs, [-row["train_loss"] for row in history]),
-            Curve("validation (test set, rounded latents)", epochs, [row["val_psnr_db"] for row in history]),
+            loop.Curve("train (with quantisation noise)", epochs, [-row["train_loss"] for row in history]),
+            loop.Curve("validation (test set, rounded latents)", epochs, [row["val_psnr_db"] for row in history]),
         ]
-    return Pictures(
+    return loop.Pictures(
         title=f"{config.arch} autoencoder",
         ylabel="MSE" if config.loss == "mse" else "mean PSNR (dB)",
         curves=curves,
@@ -271,7 +261,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = " ".join(["python -m app.training.train", shlex.join(sys.argv[1:] if argv is None else argv)]).strip()
     try:
         device = torch.device(pick_device(config.device))
-        train_x, test_x, md5s = load_mnist(config.data_root, config.limit)
+        train_x, test_x, md5s = loop.load_mnist(config.data_root, config.limit)
     except (DataError, StartupError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -279,9 +269,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     model, history = train(config, train_x, test_x, device)
     test = evaluate(model, test_x.to(device))
     config_dict = asdict(config)
-    metrics = run_metrics(command, model, config_dict, str(device), md5s, (len(train_x), len(test_x)), history)
+    metrics = loop.run_metrics(command, model, config_dict, str(device), md5s, (len(train_x), len(test_x)), history)
     metrics["test"] = test
-    finish(config.out, model.cpu(), metrics, pictures(config, history, model, test_x.cpu()))
+    loop.finish(config.out, model.cpu(), metrics, pictures(config, history, model, test_x.cpu()))
     log.info(
         "done in %.0fs: test MSE %.4f, mean PSNR %.2f dB (%.2f dB as served); model %s",
         metrics["train_seconds"], test["mse"], test["psnr_mean_db"], test["served_psnr_mean_db"], metrics["model_id"],

@@ -59,20 +59,7 @@ from app.codec.engine import make_engine
 from app.codec.latent import ArithmeticCodedFormat
 from app.codec.model import MIN_SCALE, EntropyCodedArgs, EntropyCodedAutoencoder, checkpoint_of, model_id
 from app.errors import DataError
-from app.training import augment, quality
-from app.training.loop import (
-    Budget,
-    Curve,
-    Pictures,
-    as_served,
-    finish,
-    fit,
-    flush_denormals,
-    load_mnist,
-    loss_psnr,
-    run_metrics,
-    to_unit,
-)
+from app.training import augment, loop, quality
 from app.training.quality import psnr_from_mse
 
 log = logging.getLogger("app.training.train_ec")
@@ -342,7 +329,7 @@ class EntropyCodedObjective:
         x = augment.elastic(x, config.elastic, config.elastic_sigma, self.noise)
         x = augment.shift(x, config.shift, self.noise)
         y, q = self.model(x, "straight-through" if self.straight_through else "noise", self.noise)
-        psnr = loss_psnr(y, x)
+        psnr = loop.loss_psnr(y, x)
         loss, self.bits = loss_of(config, self.model, psnr, q, self.lam)
         self.psnr_sum += psnr.sum().item()
         return loss
@@ -410,8 +397,8 @@ def train(
     generator = torch.Generator().manual_seed(config.seed)
     objective = EntropyCodedObjective(config, model, optimizer, generator, len(train_x), test_x, val_x)
     clock = time.process_time if config.clock == "cpu" else time.perf_counter
-    budget = Budget(config.epochs, config.minutes, clock, clock())
-    history = fit(model, optimizer, train_x, config.batch_size, generator, budget, objective)
+    budget = loop.Budget(config.epochs, config.minutes, clock, clock())
+    history = loop.fit(model, optimizer, train_x, config.batch_size, generator, budget, objective)
     # What is evaluated and saved: the validation's pick, else the average, else the last weights.
     if objective.best is not None:
         copy_into(model, objective.best[2])
@@ -427,9 +414,9 @@ def train(
 def ideal_metrics(model: EntropyCodedAutoencoder, test_x: torch.Tensor, budget: int) -> dict[str, float]:
     """Test PSNR with rounded latents and no rate control, and the ideal code lengths under the prior."""
     model.eval()
-    x = to_unit(test_x)
+    x = loop.to_unit(test_x)
     y, q = model(x)  # eval mode: rounded latents
-    served = as_served(y)
+    served = loop.as_served(y)
     psnr = psnr_from_mse(((served.double() - x.double()) ** 2).mean(dim=1))
     bits = model.bits(q)
     return {
@@ -501,16 +488,18 @@ def _distribution(values: np.ndarray) -> dict[str, Any]:
     }
 
 
-def pictures(history: list[dict[str, Any]], test_x: torch.Tensor, decoded: np.ndarray, code_bytes: int) -> Pictures:
+def pictures(
+    history: list[dict[str, Any]], test_x: torch.Tensor, decoded: np.ndarray, code_bytes: int
+) -> loop.Pictures:
     epochs = [row["epoch"] for row in history]
     evaluated = [row for row in history if "test_psnr_db_rounded" in row]
     n = min(10, len(test_x))
-    return Pictures(
+    return loop.Pictures(
         title=f"ec64 training, {code_bytes}-byte code",
         ylabel="mean PSNR (dB)",
         curves=[
-            Curve("train PSNR (noise, then rounding)", epochs, [row["train_psnr_db"] for row in history]),
-            Curve(
+            loop.Curve("train PSNR (noise, then rounding)", epochs, [row["train_psnr_db"] for row in history]),
+            loop.Curve(
                 "test PSNR (rounded latents)",
                 [r["epoch"] for r in evaluated],
                 [r["test_psnr_db_rounded"] for r in evaluated],
@@ -519,7 +508,7 @@ def pictures(history: list[dict[str, Any]], test_x: torch.Tensor, decoded: np.nd
         ],
         twin=(
             "mean code length under the prior (bits)",
-            Curve("train bits", epochs, [row["train_bits"] for row in history]),
+            loop.Curve("train bits", epochs, [row["train_bits"] for row in history]),
         ),
         originals=test_x[:n].numpy().reshape(n, -1) / 255,
         decoded=decoded[:n].reshape(n, -1) / 255,
@@ -532,7 +521,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = parse_args(argv)
     command = " ".join(["python -m app.training.train_ec", shlex.join(sys.argv[1:] if argv is None else argv)]).strip()
     try:
-        train_x, test_x, md5s = load_mnist(config.data_root, config.limit)
+        train_x, test_x, md5s = loop.load_mnist(config.data_root, config.limit)
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -570,13 +559,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(config.threads)
         # Denormals flushed to zero while training (as app.training.train does, and the research run did), and
         # only then: the coded evaluation below must run as the service does.
-        with flush_denormals():
+        with loop.flush_denormals():
             history = train(config, model, train_x, test_x, val_x)
         research_args = None
     model.eval().requires_grad_(False)
     model.build_tables()
     coded, decoded = coded_metrics(model, test_x, config.code_bytes)
-    metrics = run_metrics(command, model, asdict(config), "cpu", md5s, (len(train_x), len(test_x)), history)
+    metrics = loop.run_metrics(command, model, asdict(config), "cpu", md5s, (len(train_x), len(test_x)), history)
     metrics |= {
         "val_digits": 0 if val_x is None else len(val_x),
         # the gap: up to 10,000 training digits, undistorted, rounded latents, no rate control (as the epochs' test)
@@ -595,7 +584,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         metrics["model_id"] = model_id(model.state_dict(), model.arch)
         metrics["checkpoint"] = "not written: --decoder-hidden needs a decoder width in EntropyCodedArgs"
     pictured = pictures(history, test_x, decoded, config.code_bytes)
-    finish(config.out, model, metrics, pictured, save=config.decoder_hidden is None)
+    loop.finish(config.out, model, metrics, pictured, save=config.decoder_hidden is None)
     before = coded["code_bits_before_rate_control"]
     log.info(
         "done: %d epochs, %.0fs; coded test PSNR %.2f dB at %d bytes; code bits mean %.1f, max %d before rate "
