@@ -11,6 +11,7 @@ epoch the objective says what the epoch's row of metrics.json holds and whether 
 budget is epochs, or minutes of a clock (`Budget`).
 """
 
+import argparse
 import json
 import logging
 import math
@@ -33,6 +34,17 @@ log = logging.getLogger("app.training")
 # so a digit already reconstructed well stops pulling (the gradient of log MSE grows as 1 / MSE). It is
 # the loss's, not a measurement's: measured PSNR is `app.training.quality.psnr_from_mse`.
 LOSS_MSE_OFFSET = 1e-5
+
+
+def widths(text: str) -> tuple[int, ...]:
+    """--hidden's "512,256": comma-separated positive layer widths (an argparse type)."""
+    try:
+        widths = tuple(int(w) for w in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated widths like 512,256, got {text!r}") from None
+    if not widths or min(widths) < 1:
+        raise argparse.ArgumentTypeError(f"widths must be positive, got {text!r}")
+    return widths
 
 
 def load_mnist(root: Path, limit: int | None) -> tuple[torch.Tensor, torch.Tensor, dict[str, str]]:

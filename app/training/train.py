@@ -92,7 +92,7 @@ def parse_args(argv: Sequence[str] | None) -> TrainConfig:
     )
     p.add_argument("--arch", choices=list(RECIPES), default=ARCH, help=f"architecture (default {ARCH})")
     p.add_argument(
-        "--hidden", type=_widths, default=d.hidden, metavar="W1,W2,...",
+        "--hidden", type=loop.widths, default=d.hidden, metavar="W1,W2,...",
         help="hidden layer widths of the encoder, mirrored in the decoder (default: the architecture's)",
     )  # fmt: skip
     p.add_argument("--epochs", type=int, default=d.epochs, help=f"passes over the data (default {d.epochs})")
@@ -115,16 +115,6 @@ def parse_args(argv: Sequence[str] | None) -> TrainConfig:
     if args.epochs < 1 or args.batch_size < 1 or (args.limit is not None and args.limit < 1) or args.threads < 0:
         p.error("--epochs, --batch-size and --limit must be positive, --threads at least 0")
     return replace(d, **vars(args))
-
-
-def _widths(text: str) -> tuple[int, ...]:
-    try:
-        widths = tuple(int(w) for w in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated widths like 512,256, got {text!r}") from None
-    if not widths or min(widths) < 1:
-        raise argparse.ArgumentTypeError(f"widths must be positive, got {text!r}")
-    return widths
 
 
 @torch.inference_mode()

@@ -102,16 +102,6 @@ class ECConfig:
     decoder_hidden: tuple[int, ...] | None = None
 
 
-def _widths(text: str) -> tuple[int, ...]:
-    try:
-        widths = tuple(int(w) for w in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of widths") from None
-    if not widths or min(widths) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: widths must be positive")
-    return widths
-
-
 def parse_args(argv: Sequence[str] | None) -> ECConfig:
     d = ECConfig()
     p = argparse.ArgumentParser(prog="python -m app.training.train_ec", description=__doc__.split("\n\n")[0])
@@ -164,9 +154,9 @@ def parse_args(argv: Sequence[str] | None) -> ECConfig:
                     help="--budget hinge: minus this per bit a digit spends up to the cap, paid by the encoder "
                     "alone (default 0)")  # fmt: skip
     v2.add_argument(
-        "--hidden", type=_widths, default=d.hidden, help="encoder widths, mirrored by the decoder (default 512,256)"
+        "--hidden", type=loop.widths, default=d.hidden, help="encoder widths, mirrored by the decoder (default 512,256)"
     )
-    v2.add_argument("--decoder-hidden", type=_widths, default=None,
+    v2.add_argument("--decoder-hidden", type=loop.widths, default=None,
                     help="decoder widths from the latent up, when not the encoder's mirror (research only: "
                     "EntropyCodedArgs has one `hidden`, so such weights are not written as a checkpoint)")  # fmt: skip
     args = p.parse_args(argv)
