@@ -53,7 +53,7 @@ BINARY = {"type": "string", "format": "binary"}
 LATENT_DOC = (
     f"{latent.LATENT_BYTES} bytes in the model's latent format (GET /models): "
     + "; ".join(
-        f'{fmt.name}, {fmt.description} (numpy.fromfile(path, dtype="{fmt.dtype.str}"))'
+        f'{fmt.name}, {fmt.description} (numpy.fromfile(path, dtype="{fmt.symbol_dtype.str}"))'
         for fmt in latent.FORMATS.values()
     )
     + f"; {latent.ArithmeticCodedFormat.name}, {latent.ArithmeticCodedFormat.description}"
@@ -145,7 +145,14 @@ def _describe(codec: Codec, codecs: Codecs) -> ModelInfo:
         current=codecs.means(codec),
         default=codec is codecs.default,
         device=str(codec.device),
-        latent_format=LatentFormatInfo(name=fmt.name, bytes=fmt.nbytes, dtype=fmt.dtype.str, dims=fmt.dims),
+        latent_format=LatentFormatInfo(
+            name=fmt.name,
+            bytes=fmt.nbytes,
+            dtype=None if fmt.wire_dtype is None else fmt.wire_dtype.str,
+            dims=fmt.dims,
+            coded=fmt.wire_dtype is None,
+            symbol_dtype=fmt.symbol_dtype.str,
+        ),
         test_psnr_db=test.get("served_psnr_mean_db"),
         test_metrics={k: float(v) for k, v in test.items() if isinstance(v, int | float)},
         efforts=[

@@ -75,7 +75,7 @@ def test_convert_any_registered_architecture_keeps_id_and_bytes(arch: str, tmp_p
     _old_format(source, model, arch, args)
 
     result = subprocess.run(
-        [sys.executable, "-m", "app.codec.checkpoint", "convert", str(source)],
+        [sys.executable, "-m", "app.codec.convert", str(source)],
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -97,7 +97,7 @@ def test_convert_refuses_what_it_cannot_read(tmp_path: Path) -> None:
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a pickle")
     result = subprocess.run(
-        [sys.executable, "-m", "app.codec.checkpoint", "convert", str(bad)],
+        [sys.executable, "-m", "app.codec.convert", str(bad)],
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 1 and result.stderr.startswith(f"error: checkpoint {bad} is unreadable")

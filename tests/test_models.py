@@ -9,6 +9,7 @@ import httpx
 import numpy as np
 import pytest
 import torch
+from conftest import LATENT_FORMATS
 
 from app.codec.model import QuantizedArgs, QuantizedAutoencoder, save_checkpoint
 from app.errors import StartupError
@@ -50,8 +51,8 @@ async def test_models_lists_every_model_with_its_format(two: httpx.AsyncClient) 
     default, models = await models_by_name(two)
     assert default == "mlp6" and list(models) == ["mlp6", "mlp24"]
     assert models["mlp6"]["default"] is True and models["mlp24"]["default"] is False
-    assert models["mlp6"]["latent_format"] == {"name": "6xf32le", "bytes": 24, "dtype": "<f4", "dims": 6}
-    assert models["mlp24"]["latent_format"] == {"name": "24xu8", "bytes": 24, "dtype": "|u1", "dims": 24}
+    assert models["mlp6"]["latent_format"] == LATENT_FORMATS["mlp6"]
+    assert models["mlp24"]["latent_format"] == LATENT_FORMATS["mlp24"]
     assert models["mlp24"]["id"].startswith("mlp24-") and models["mlp24"]["test_psnr_db"] == 9.5
     assert models["mlp6"]["test_psnr_db"] is None  # the tiny checkpoint records no test metrics
 

@@ -76,6 +76,7 @@ class RemoteCodec:
         self.listed: list[dict[str, Any]] = []  # GET /models' entries
         self.model_id = ""  # the model that encodes, and decodes latents of no recorded model
         self.format_name = ""  # its latent format
+        self.latent_bytes = latent.LATENT_BYTES  # the size of its latents (connect)
         self.requested_effort = effort
         self.effort: int | None = effort  # the level encoding uses, once known (connect)
 
@@ -112,6 +113,9 @@ class RemoteCodec:
         name = str(wanted)
         fmt = chosen.get("latent_format")
         self.format_name = str(fmt.get("name", "")) if isinstance(fmt, dict) else ""
+        size = fmt.get("bytes") if isinstance(fmt, dict) else None
+        # The model's own size, as the server describes it; one that lists none serves the API's 24 bytes.
+        self.latent_bytes = size if isinstance(size, int) and size > 0 else latent.LATENT_BYTES
         self.effort = self._check_effort(name, chosen)
 
     def _check_effort(self, name: str, model: dict[str, Any]) -> int | None:
@@ -181,10 +185,11 @@ class RemoteCodec:
             return None
         self._made_by_expected(response)
         body = response.content
-        if response.status_code != 200 or len(body) != latent.LATENT_BYTES * len(pngs):
+        step = self.latent_bytes
+        if response.status_code != 200 or len(body) != step * len(pngs):
             return None
         self.batch_available = True
-        return [body[i : i + latent.LATENT_BYTES] for i in range(0, len(body), latent.LATENT_BYTES)]
+        return [body[i : i + step] for i in range(0, len(body), step)]
 
     def decode_batch(self, latents: Sequence[bytes], model_id: str | None = None) -> list[bytes] | None:
         """PNGs for all latents from one /decode/batch request, or None (as for `encode_batch`)."""
@@ -290,7 +295,7 @@ class LocalCodec:
             return None
         body = self.codec.encode_many(digits, self.effort)  # a search runs on one BLAS thread (app.codec.blas)
         self.model_ids.add(self.codec.model_id)
-        step = latent.LATENT_BYTES
+        step = self.codec.format.nbytes
         return [body[i : i + step] for i in range(0, len(body), step)]
 
     def decode_batch(self, latents: Sequence[bytes], model_id: str | None = None) -> list[bytes] | None:

@@ -20,9 +20,10 @@ holds:
 
 The model id is computed over the tensors exactly as it was over the torch state dict,
 so converting a `.pt` file keeps its id and the latents stored with it still bind.
-Converting needs torch (to read the pickle); serving does not:
+Converting needs torch (to read the pickle) and the architectures (`app.codec.convert`, which
+imports this module, never the other way round); reading, writing and showing do not:
 
-    python -m app.codec.checkpoint convert model_weights/mlp6.pt        # writes model_weights/mlp6.safetensors
+    python -m app.codec.convert model_weights/mlp6.pt                   # writes model_weights/mlp6.safetensors
     python -m app.codec.checkpoint show model_weights/mlp6.safetensors  # arch, id, format, how it runs
     python -m app.codec.checkpoint stamp --trained-at 2026-11-25T15:53:38Z model_weights/mlp6.safetensors
 
@@ -34,7 +35,7 @@ import argparse
 import hashlib
 import json
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -133,8 +134,7 @@ def read(path: Path) -> Checkpoint:
         raise CheckpointError(f"checkpoint {path} not found")
     if path.suffix == ".pt":
         raise CheckpointError(
-            f"checkpoint {path} is a torch pickle (format 1); "
-            f"convert it once: python -m app.codec.checkpoint convert {path}"
+            f"checkpoint {path} is a torch pickle (format 1); convert it once: python -m app.codec.convert {path}"
         )
     try:
         with safe_open(str(path), framework="np") as f:
@@ -170,26 +170,6 @@ def one_line(exc: BaseException) -> str:
     return text if len(text) <= 300 else text[:297] + "..."
 
 
-def convert(source: Path, target: Path | None = None) -> tuple[Path, str]:
-    """A format-1 torch checkpoint (`.pt`) of any registered architecture -> `.safetensors` beside it.
-
-    Needs torch (the pickle is torch's). The network is rebuilt from the registry, so
-    the numpy program is derived from the real modules; the model id must come out
-    unchanged, else nothing is written.
-    """
-    from app.codec.model import checkpoint_of, load_torch_checkpoint  # torch: only to convert
-
-    loaded = load_torch_checkpoint(source)
-    checkpoint = checkpoint_of(loaded.model, loaded.metadata)
-    if checkpoint.model_id != loaded.model_id:
-        raise CheckpointError(f"converting {source} changed its model id: {loaded.model_id} -> {checkpoint.model_id}")
-    target = target or source.with_suffix(SUFFIX)
-    write(target, checkpoint)
-    if read(target).model_id != loaded.model_id:  # read back: what the service will see
-        raise CheckpointError(f"{target} does not read back as {loaded.model_id}")
-    return target, loaded.model_id
-
-
 def describe(checkpoint: Checkpoint) -> str:
     runs = "numpy on the CPU, torch on CUDA" if checkpoint.numpy_program else "torch (no numpy program)"
     params = sum(int(a.size) for a in checkpoint.tensors.values())
@@ -204,10 +184,7 @@ def describe(checkpoint: Checkpoint) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m app.codec.checkpoint", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    conv = commands.add_parser("convert", help="a torch .pt checkpoint -> .safetensors beside it (model id kept)")
-    conv.add_argument("checkpoints", nargs="+", type=Path)
-    conv.add_argument("-o", "--output", type=Path, help="output file (one input only); default: the input's name")
-    show = commands.add_parser("show", help="what a checkpoint holds")
+    show = commands.add_parser("show", help="what a checkpoint holds (python -m app.codec.convert converts a .pt)")
     show.add_argument("checkpoints", nargs="+", type=Path)
     stamp_cmd = commands.add_parser("stamp", help="set trained_at in a checkpoint's header (model id kept)")
     stamp_cmd.add_argument("checkpoints", nargs="+", type=Path)
@@ -215,19 +192,22 @@ def main(argv: list[str] | None = None) -> int:
         "--trained-at", required=True, help="when the weights were made, ISO-8601 (e.g. 2026-11-25T15:53:38Z)"
     )
     args = parser.parse_args(argv)
-    if args.command == "convert" and args.output and len(args.checkpoints) > 1:
-        parser.error("--output takes one input checkpoint")
+    if args.command == "stamp":
+        return each(
+            args.checkpoints,
+            lambda path: (
+                f"{path}: {stamp(path, args.trained_at)} trained at {utc_iso(args.trained_at)} (model id unchanged)"
+            ),
+        )
+    return each(args.checkpoints, lambda path: f"{path}: {describe(read(path))}")
+
+
+def each(paths: list[Path], action: Callable[[Path], str]) -> int:
+    """A command line's work: print `action`'s line for each path; the first CheckpointError ends it
+    in one line on stderr, exit status 1."""
     try:
-        for path in args.checkpoints:
-            if args.command == "convert":
-                target, mid = convert(path, args.output)
-                print(f"{path} -> {target}: {mid} (model id unchanged)")
-            elif args.command == "stamp":
-                print(
-                    f"{path}: {stamp(path, args.trained_at)} trained at {utc_iso(args.trained_at)} (model id unchanged)"
-                )
-            else:
-                print(f"{path}: {describe(read(path))}")
+        for path in paths:
+            print(action(path))
     except (CheckpointError, ValueError) as exc:  # ValueError: a --trained-at that is no ISO-8601 date
         print(f"error: {exc}", file=sys.stderr)
         return 1

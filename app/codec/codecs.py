@@ -351,7 +351,8 @@ def load_codec(path: Path, device: str) -> Codec:
 
 def load_codecs(settings: Settings, device: str) -> Codecs:
     """Every checkpoint of the settings, loaded onto `device` (two paths to the same weights: once), the default
-    model's first."""
+    model's first. A model whose latents are not the API's 24 bytes (ec64 trained for another code size, the
+    rate-distortion study's) is refused: `load_codec` still loads one for `python -m app.training.evaluate --curve`."""
     pinned = parse_default_versions(settings.default_versions)  # a typo fails before minutes of loading
     codecs: list[Codec] = []
     for path in settings.checkpoints():
@@ -359,5 +360,11 @@ def load_codecs(settings: Settings, device: str) -> Codecs:
         if any(codec.model_id == ckpt.model_id for codec in codecs):
             log.info("%s holds %s, loaded already; serving it once", path, ckpt.model_id)
             continue
-        codecs.append(Codec(ckpt, device, path))
+        codec = Codec(ckpt, device, path)
+        if codec.format.nbytes != latent.LATENT_BYTES:
+            raise CheckpointError(
+                f"checkpoint {path} codes {codec.format.nbytes}-byte latents; the service serves "
+                f"{latent.LATENT_BYTES}-byte latents only (evaluate it with python -m app.training.evaluate --curve)"
+            )
+        codecs.append(codec)
     return Codecs(codecs, settings.default_model, pinned)

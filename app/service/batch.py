@@ -237,7 +237,7 @@ async def encode_batch(request: Request) -> Response:
 
 
 def container_bytes(codec: Codec, latents: bytes, names: list[str] | None) -> bytes:
-    step = latent.LATENT_BYTES
+    step = codec.format.nbytes
     items = [latents[i : i + step] for i in range(0, len(latents), step)]
     usable = names if names and all(_fits_container(name) for name in names) else None
     return latent.write_container(latent.Container(codec.model_id, codec.format.name, items, usable))

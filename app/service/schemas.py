@@ -20,8 +20,19 @@ class Ready(BaseModel):
 class LatentFormatInfo(BaseModel):
     name: str = Field(description='Format name, e.g. "6xf32le".')
     bytes: int = Field(description="Size of one latent in bytes.")
-    dtype: str = Field(description='numpy dtype of one value, e.g. "<f4".')
-    dims: int = Field(description="Number of values in one latent.")
+    dtype: str | None = Field(
+        description='numpy dtype that reads a latent\'s bytes as its values, e.g. "<f4" '
+        "(numpy.fromfile); null when the bytes are a code (coded: true)."
+    )
+    dims: int = Field(description="Number of values in one latent: the symbols the decoder takes.")
+    coded: bool = Field(
+        description="True when the bytes are an entropy code of the values, which only the model's own "
+        "frequency tables decode (24xac), rather than the values end to end."
+    )
+    symbol_dtype: str = Field(
+        description='numpy dtype of one value as sent: "<f4" float32, "|u1" a byte (value = byte / 255), '
+        '"<i8" an integer (24xac).'
+    )
 
 
 class EffortInfo(BaseModel):

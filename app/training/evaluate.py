@@ -289,7 +289,7 @@ def plot(rows: list[Row], path: Path, digits: int, efforts: Sequence[EffortRow] 
 
 def load_test_digits(root: Path, limit: int | None) -> np.ndarray:
     """The MNIST test digits as an (N, 28, 28) uint8 array, after the data checks training does."""
-    from app.training.train import load_mnist
+    from app.training.loop import load_mnist
 
     _, test_x, _ = load_mnist(root, limit)
     return test_x.reshape(-1, imaging.SIDE, imaging.SIDE).numpy()
