@@ -27,9 +27,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /srv
 COPY model_weights/mlp6.safetensors model_weights/mlp6.efforts.json model_weights/metrics.json model_weights/
 # The other models: MNIST_CODEC_MODELS' default, model_weights/mlp24/mlp24.safetensors and
-# model_weights/ec64/ec64.safetensors, taken from /srv.
+# the two versions of ec64, model_weights/ec64/ec64.safetensors and model_weights/ec64/v2/ec64.safetensors, from /srv.
 COPY model_weights/mlp24/mlp24.safetensors model_weights/mlp24/mlp24.efforts.json model_weights/mlp24/metrics.json model_weights/mlp24/
 COPY model_weights/ec64/ec64.safetensors model_weights/ec64/ec64.efforts.json model_weights/ec64/metrics.json model_weights/ec64/
+COPY model_weights/ec64/v2/ec64.safetensors model_weights/ec64/v2/ec64.efforts.json model_weights/ec64/v2/metrics.json model_weights/ec64/v2/
 ENV MNIST_CODEC_WEIGHTS=/srv/model_weights/mlp6.safetensors \
     MNIST_CODEC_DEVICE=auto
 RUN useradd --system --uid 10001 --no-create-home codec

@@ -4,7 +4,8 @@ Run it with `uvicorn app.main:app --http app.service.protocol:LimitedHttpToolsPr
 Dockerfile's command; a plain `uvicorn app.main:app` gets that protocol too: see
 app.service.protocol). The models are loaded once, in the lifespan, before the first
 request; a checkpoint that cannot be loaded stops the process with one line. /encode and
-/decode take `?model=NAME` (see GET /models); without it they use the default.
+/decode take `?model=NAME` or `?model=MODEL_ID` (see GET /models, and app.codec.codecs for how
+names and versions resolve); without it they use the default.
 
 Every HTTP request goes through the guard (app.service.middleware: limits, request id,
 metrics, access log). A route declared as `async def f(request: Request) -> Response` is
@@ -52,7 +53,7 @@ BINARY = {"type": "string", "format": "binary"}
 LATENT_DOC = (
     f"{latent.LATENT_BYTES} bytes in the model's latent format (GET /models): "
     + "; ".join(
-        f'{fmt.name}, {fmt.description} (numpy.fromfile(path, dtype="{fmt.dtype.str}"))'
+        f'{fmt.name}, {fmt.description} (numpy.fromfile(path, dtype="{fmt.symbol_dtype.str}"))'
         for fmt in latent.FORMATS.values()
     )
     + f"; {latent.ArithmeticCodedFormat.name}, {latent.ArithmeticCodedFormat.description}"
@@ -115,13 +116,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     metrics = app.state.metrics
     for codec in codecs:
         if batching:
-            codec.enable_batching(
-                settings.batch_max_size,
-                settings.batch_max_wait_us,
-                lambda endpoint, size: metrics.batch_size.labels(endpoint=endpoint).observe(size),
-            )
-        log.info("serving model %s (%s) on %s", codec.model_id, codec.format.name, device)
-    log.info("default model %s; micro-batching %s", codecs.default_name, "on" if batching else "off")
+            codec.enable_batching(settings.batch_max_size, settings.batch_max_wait_us, metrics.batch_observer(codec))
+        current = " (what the name means)" if codecs.means(codec) and len(codecs.versions[codec.name]) > 1 else ""
+        log.info("serving model %s (%s) on %s%s", codec.model_id, codec.format.name, device, current)
+    log.info(
+        "default model %s (%s); micro-batching %s",
+        codecs.default_name,
+        codecs.default.model_id,
+        "on" if batching else "off",
+    )
     app.state.codecs = codecs
     app.state.codec = codecs.default
     # torch and the models leave ~200,000 long-lived objects; a full collection walks them all
@@ -132,15 +135,24 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.codec = app.state.codecs = None
 
 
-def _describe(codec: Codec, default: bool) -> ModelInfo:
+def _describe(codec: Codec, codecs: Codecs) -> ModelInfo:
     test = codec.metadata.get("test", {})
     fmt = codec.format
     return ModelInfo(
         name=codec.name,
         id=codec.model_id,
-        default=default,
+        trained_at=codec.trained_at,
+        current=codecs.means(codec),
+        default=codec is codecs.default,
         device=str(codec.device),
-        latent_format=LatentFormatInfo(name=fmt.name, bytes=fmt.nbytes, dtype=fmt.dtype.str, dims=fmt.dims),
+        latent_format=LatentFormatInfo(
+            name=fmt.name,
+            bytes=fmt.nbytes,
+            dtype=None if fmt.wire_dtype is None else fmt.wire_dtype.str,
+            dims=fmt.dims,
+            coded=fmt.wire_dtype is None,
+            symbol_dtype=fmt.symbol_dtype.str,
+        ),
         test_psnr_db=test.get("served_psnr_mean_db"),
         test_metrics={k: float(v) for k, v in test.items() if isinstance(v, int | float)},
         efforts=[
@@ -234,12 +246,14 @@ def create_app(settings: Settings | None = None) -> CodecAPI:
 
     app.include_router(batch_router)
 
-    @app.get("/models", summary="The models this server holds", responses=error_responses(503))
+    @app.get("/models", summary="The models this server holds, every version", responses=error_responses(503))
     async def models(request: Request) -> ModelList:
         codecs: Codecs = loaded_codecs(request)
         return ModelList(
             default=codecs.default_name,
-            models=[_describe(c, c.name == codecs.default_name) for c in codecs],
+            default_id=codecs.default.model_id,
+            names={name: codec.model_id for name, codec in codecs.by_name.items()},
+            models=[_describe(c, codecs) for c in codecs],
             max_search_work=request.app.state.settings.max_search_work,
         )
 

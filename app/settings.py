@@ -25,15 +25,27 @@ class Settings(BaseSettings):
         description="Checkpoint of the default model; a relative path is taken from the working directory.",
     )
     models: list[Path] = Field(
-        default=[Path("model_weights/mlp24/mlp24.safetensors"), Path("model_weights/ec64/ec64.safetensors")],
+        default=[
+            Path("model_weights/mlp24/mlp24.safetensors"),
+            Path("model_weights/ec64/ec64.safetensors"),  # ec64 v1, ec64-ea9647b7fd42: its latents decode forever
+            Path("model_weights/ec64/v2/ec64.safetensors"),  # ec64 v2, ec64-360fddf1aed9: what `ec64` means
+        ],
         description=(
             "More checkpoints served next to `weights`, as a JSON list; a request picks one with "
-            "?model=NAME, NAME being its architecture (mlp6, mlp24, ec64). '[]' serves `weights` only."
+            "?model=NAME, NAME being its architecture (mlp6, mlp24, ec64), or ?model=MODEL_ID for one version. "
+            "Several versions of one name may be listed (see `default_versions`). '[]' serves `weights` only."
         ),
     )
     default_model: str | None = Field(
         default=None,
         description="Name of the model used when a request names none; unset: the one in `weights`.",
+    )
+    default_versions: str = Field(
+        default="",
+        description=(
+            "Which version each name means, as comma-separated NAME=MODEL_ID pairs "
+            "(e.g. 'ec64=ec64-ea9647b7fd42'); a name not listed means its newest version (by trained_at)."
+        ),
     )
     device: Literal["auto", "cpu", "cuda"] = Field(
         default="auto", description="'auto' picks CUDA when it is available, else the CPU."

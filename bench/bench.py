@@ -186,12 +186,16 @@ def compare(
             Target("decode", "/decode", latent, "application/octet-stream"),
         ]
         if ec64:
-            coded = httpx.post(server.url + "/encode?model=ec64", files={"img": ("7.png", png)}).content
             form = f"multipart/form-data; boundary={BOUNDARY}"
-            targets += [
-                Target("encode-ec64", "/encode?model=ec64", multipart(png), form),
-                Target("decode-ec64", "/decode?model=ec64", coded, "application/octet-stream"),
-            ]
+            # ?model=ec64 is the version the name means (v2); v1 by its id. A decode names the version: bare
+            # bytes of a name with two versions are a 409 (Codecs.refuse_a_guess).
+            for suffix, model in (("ec64", "ec64"), ("ec64-v1", EC64_V1_ID)):
+                answer = httpx.post(server.url + f"/encode?model={model}", files={"img": ("7.png", png)})
+                made_by = answer.headers["x-model-id"]
+                targets += [
+                    Target(f"encode-{suffix}", f"/encode?model={model}", multipart(png), form),
+                    Target(f"decode-{suffix}", f"/decode?model={made_by}", answer.content, "application/octet-stream"),
+                ]
         load = wrk_load if shutil.which("wrk") else python_load
         everyone = [("service", server.url), *others]
         for target in targets:  # warm-up
@@ -272,9 +276,10 @@ def batch_rates(workdir: Path) -> dict[str, float]:
             rates["ec64: encode npy 10,000 noise digits"] = best_rate(
                 10_000, lambda: client.post("/encode/batch?model=ec64", content=noise_npy, headers=npy_headers)
             )
-            coded = client.post("/encode/batch?model=ec64", content=npy, headers=npy_headers).content
+            answer = client.post("/encode/batch?model=ec64", content=npy, headers=npy_headers)
+            coded, made_by = answer.content, answer.headers["x-model-id"]
             rates["ec64: decode 10,000"] = best_rate(
-                10_000, lambda: client.post("/decode/batch?model=ec64", content=coded)
+                10_000, lambda: client.post(f"/decode/batch?model={made_by}", content=coded)
             )
         return rates
     finally:
@@ -327,8 +332,10 @@ def component_costs() -> dict[str, float]:
 MODEL_WEIGHTS = {
     "mlp6": WEIGHTS,
     "mlp24": ROOT / "model_weights" / "mlp24" / "mlp24.safetensors",
-    "ec64": ROOT / "model_weights" / "ec64" / "ec64.safetensors",
+    "ec64": ROOT / "model_weights" / "ec64" / "v2" / "ec64.safetensors",  # what the name means
+    "ec64 v1": ROOT / "model_weights" / "ec64" / "ec64.safetensors",
 }
+EC64_V1_ID = "ec64-ea9647b7fd42"  # served beside v2 for the latents it made
 
 
 def model_costs(count: int = 1000) -> dict[str, dict[str, float]]:
@@ -585,6 +592,19 @@ def render(
         lines.append(
             f"| /{name} | {base.rps:,.0f} | {ec.rps:,.0f} | {ec.rps / base.rps:.2f} ({_yes(ec.rps >= 0.8 * base.rps)}) "
             f"| {ec.p50_ms:.2f} / {ec.p99_ms:.2f} |"
+        )
+    lines += [
+        "",
+        "## ec64 v2 against v1, effort 0 (1 worker, the same rounds)",
+        "",
+        "| endpoint | v1 req/s | v2 req/s | ratio (target >= 0.80) | v2 p50 / p99 ms |",
+        "|---|---|---|---|---|",
+    ]
+    for name in ("encode", "decode"):
+        v1, v2 = one[f"service {name}-ec64-v1"], one[f"service {name}-ec64"]
+        lines.append(
+            f"| /{name} | {v1.rps:,.0f} | {v2.rps:,.0f} | {v2.rps / v1.rps:.2f} ({_yes(v2.rps >= 0.8 * v1.rps)}) "
+            f"| {v2.p50_ms:.2f} / {v2.p99_ms:.2f} |"
         )
     lines += [
         "",

@@ -26,6 +26,12 @@ from bench.server import Server
 ROOT = Path(__file__).resolve().parent.parent
 COMMITTED_WEIGHTS = ROOT / "model_weights" / "mlp6.safetensors"
 DIGITS_DIR = Path(__file__).resolve().parent / "data" / "digits"
+# GET /models' latent_format of each model: ec64's 24 bytes are a code of 64 integers (no numpy dtype reads them).
+LATENT_FORMATS = {
+    "mlp6": {"name": "6xf32le", "bytes": 24, "dtype": "<f4", "dims": 6, "coded": False, "symbol_dtype": "<f4"},
+    "mlp24": {"name": "24xu8", "bytes": 24, "dtype": "|u1", "dims": 24, "coded": False, "symbol_dtype": "|u1"},
+    "ec64": {"name": "24xac", "bytes": 24, "dtype": None, "dims": 64, "coded": True, "symbol_dtype": "<i8"},
+}
 
 
 def npy(array: np.ndarray) -> bytes:
@@ -70,6 +76,18 @@ def load_digits() -> list[tuple[str, bytes, np.ndarray]]:
         data = path.read_bytes()
         digits.append((path.stem, data, np.asarray(Image.open(io.BytesIO(data)))))
     return digits
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _repository_as_working_directory() -> Iterator[None]:
+    """Every test runs in the repository, wherever pytest was started.
+
+    `Settings` takes relative paths from the working directory, as the service does in its container;
+    its defaults (`model_weights/...`) and the tests' relative paths are the repository's.
+    """
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(ROOT)
+        yield
 
 
 @pytest.fixture(scope="session")

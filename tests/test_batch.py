@@ -8,8 +8,10 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from conftest import asgi_client, npy, png_bytes
+from conftest import COMMITTED_WEIGHTS, asgi_client, npy, png_bytes
 from PIL import Image
+
+from app.codec import checkpoint
 
 pytestmark = pytest.mark.anyio
 
@@ -66,6 +68,7 @@ def as_pngs(*images: bytes) -> dict[str, Any]:
 
 
 BLACK_28 = png_bytes(Image.new("L", (28, 28)))
+COMMITTED_ID = checkpoint.read(COMMITTED_WEIGHTS).model_id
 NAN_THIRD = np.array([[0] * 6, [0] * 6, [0, 0, np.nan, 0, 0, 0]], "<f4").tobytes()
 ENCODE, DECODE = "/encode/batch", "/decode/batch"
 
@@ -127,15 +130,16 @@ async def test_batch_sizes_reach_the_metrics(client: httpx.AsyncClient, digits: 
     stack = np.stack([pixels for _, _, pixels in digits])
     await client.post("/encode/batch", content=npy(stack), headers={"content-type": "application/x-npy"})
     metrics = (await client.get("/metrics")).text
-    assert 'mnist_codec_batch_size_count{endpoint="/encode/batch"} 1.0' in metrics
-    assert f'mnist_codec_batch_size_sum{{endpoint="/encode/batch"}} {len(digits)}.0' in metrics
+    labels = f'endpoint="/encode/batch",model_id="{COMMITTED_ID}"'
+    assert f"mnist_codec_batch_size_count{{{labels}}} 1.0" in metrics
+    assert f"mnist_codec_batch_size_sum{{{labels}}} {len(digits)}.0" in metrics
 
 
 async def test_micro_batch_sizes_reach_the_metrics(digits: Digits) -> None:
-    async with asgi_client(batching="on", batch_max_size=4, batch_max_wait_us=20_000) as (client, _):
+    async with asgi_client(batching="on", batch_max_size=4, batch_max_wait_us=20_000) as (client, app):
         await asyncio.gather(*(client.post("/encode", files={"img": ("d.png", p)}) for _, p, _ in digits[:8]))
         metrics = (await client.get("/metrics")).text
-        assert 'mnist_codec_batch_size_sum{endpoint="/encode"} 8.0' in metrics
+        assert f'mnist_codec_batch_size_sum{{endpoint="/encode",model_id="{app.state.codec.model_id}"}} 8.0' in metrics
 
 
 async def test_large_batches_split_across_threads_change_no_byte(client: httpx.AsyncClient) -> None:

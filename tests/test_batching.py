@@ -168,7 +168,7 @@ async def test_concurrent_requests_get_the_bytes_they_get_alone(
     assert slowest < PROBE_LIMIT_S, f"/healthz took {slowest * 1000:.0f} ms during the concurrent requests"
     metrics = httpx.get(f"{batching_server.url}/metrics").text
     batches, items = (
-        float(re.search(rf'mnist_codec_batch_size_{kind}{{endpoint="/encode"}} (\S+)', metrics)[1])
+        float(re.search(rf'mnist_codec_batch_size_{kind}{{endpoint="/encode",model_id="[^"]+"}} (\S+)', metrics)[1])
         for kind in ("count", "sum")
     )  # type: ignore[index]
     assert batches < items, "no micro-batch held more than one request"

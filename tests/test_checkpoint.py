@@ -75,7 +75,7 @@ def test_convert_any_registered_architecture_keeps_id_and_bytes(arch: str, tmp_p
     _old_format(source, model, arch, args)
 
     result = subprocess.run(
-        [sys.executable, "-m", "app.codec.checkpoint", "convert", str(source)],
+        [sys.executable, "-m", "app.codec.convert", str(source)],
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -97,7 +97,7 @@ def test_convert_refuses_what_it_cannot_read(tmp_path: Path) -> None:
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a pickle")
     result = subprocess.run(
-        [sys.executable, "-m", "app.codec.checkpoint", "convert", str(bad)],
+        [sys.executable, "-m", "app.codec.convert", str(bad)],
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 1 and result.stderr.startswith(f"error: checkpoint {bad} is unreadable")
@@ -151,3 +151,37 @@ def test_the_cpu_service_never_imports_torch() -> None:
     result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1] == "torch imported: False"  # after the JSON access lines
+
+
+@pytest.mark.parametrize(
+    ("path", "model_id", "trained_at"),
+    [
+        pytest.param("mlp6.safetensors", "mlp6-40870c98c2d7", "2026-11-25T15:53:38+00:00", id="mlp6"),
+        pytest.param("mlp24/mlp24.safetensors", "mlp24-697856bfa9de", "2026-11-25T16:58:02+00:00", id="mlp24"),
+        pytest.param("ec64/ec64.safetensors", "ec64-ea9647b7fd42", "2026-11-26T03:06:52+00:00", id="ec64"),
+    ],
+)
+def test_the_committed_checkpoints_say_when_they_were_trained(path: str, model_id: str, trained_at: str) -> None:
+    """Stamped with the date git first recorded their weights; the ids (and so the stored latents) are unchanged."""
+    loaded = checkpoint.read(ROOT / "model_weights" / path)
+    assert (loaded.model_id, loaded.trained_at) == (model_id, trained_at)
+
+
+def test_stamp_sets_trained_at_and_keeps_the_id(tmp_path: Path) -> None:
+    target = tmp_path / "m.safetensors"
+    target.write_bytes(COMMITTED_WEIGHTS.read_bytes())
+    before = checkpoint.read(target)
+    run = [sys.executable, "-m", "app.codec.checkpoint", "stamp", str(target)]
+    result = subprocess.run(
+        [*run, "--trained-at", "2026-01-02T03:04:05.6+01:00"], capture_output=True, text=True, cwd=ROOT
+    )
+    assert result.returncode == 0, result.stderr
+    after = checkpoint.read(target)
+    assert after.model_id == before.model_id and after.trained_at == "2026-01-02T02:04:05+00:00"
+    assert after.metadata == {**before.metadata, "trained_at": "2026-01-02T02:04:05+00:00"}
+    bad = subprocess.run([*run, "--trained-at", "last week"], capture_output=True, text=True, cwd=ROOT)
+    assert (
+        bad.returncode == 1
+        and bad.stderr.startswith("error: ")
+        and checkpoint.read(target).trained_at == after.trained_at
+    )

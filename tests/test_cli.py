@@ -255,3 +255,25 @@ def test_ec64_over_the_server_and_in_process_gives_the_same_bytes(live_server: L
         for path in server_files:
             assert path.read_bytes() == (tmp_path / "local" / kind / path.name).read_bytes(), path.name
             assert kind == "png" or path.stat().st_size == 24
+
+
+@pytest.mark.parametrize(
+    ("listed", "size"), [pytest.param(32, 32, id="its-own-size"), pytest.param(None, 24, id="none")]
+)
+def test_a_batch_is_split_by_the_size_models_lists(listed: int | None, size: int) -> None:
+    """The client takes a latent's size from GET /models (an older server lists none: the API's 24 bytes)."""
+
+    def server(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/models":
+            fmt = {"name": "24xac"} | ({"bytes": listed} if listed else {})
+            return httpx.Response(
+                200, json={"default": "ec64", "models": [{"name": "ec64", "id": "ec64-x", "latent_format": fmt}]}
+            )
+        count = request.read().count(b'name="img"')
+        return httpx.Response(
+            200, content=b"".join(bytes([i]) * size for i in range(count)), headers={"x-model-id": "ec64-x"}
+        )
+
+    codec = RemoteCodec("http://fake", transport=httpx.MockTransport(server))
+    codec.connect()
+    assert codec.encode_batch([b"png"] * 3) == [bytes([i]) * size for i in range(3)]

@@ -262,7 +262,11 @@ def test_a_server_answering_models_with_something_else_is_one_line() -> None:
 def test_a_model_the_server_lacks_is_one_line(live_server: LiveServer, capsys: pytest.CaptureFixture[str]) -> None:
     assert run("encode", str(DIGITS_DIR), "--model", "nope", "--url", live_server.url) == cli.UNAVAILABLE
     [line] = capsys.readouterr().err.splitlines()
-    assert line == f"mnist-codec: model 'nope' is not served at {live_server.url}; it has: mlp6, mlp24, ec64"
+    ids = ", ".join(m["id"] for m in httpx.get(f"{live_server.url}/models", timeout=5).json()["models"])
+    assert (
+        line
+        == f"mnist-codec: model 'nope' is not served at {live_server.url}; it has: mlp6, mlp24, ec64; model ids {ids}"
+    )
 
 
 class Terminal(io.StringIO):

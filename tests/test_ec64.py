@@ -8,7 +8,7 @@ import httpx
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, png_bytes
+from conftest import LATENT_FORMATS, ROOT, png_bytes
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -238,7 +238,7 @@ async def test_models_lists_ec64_with_its_format(ec_client: httpx.AsyncClient) -
     body = (await ec_client.get("/models")).json()
     models = {m["name"]: m for m in body["models"]}
     assert body["default"] == "mlp6" and models["ec64"]["default"] is False
-    assert models["ec64"]["latent_format"] == {"name": "24xac", "bytes": 24, "dtype": "|u1", "dims": 64}
+    assert models["ec64"]["latent_format"] == LATENT_FORMATS["ec64"]
     assert models["ec64"]["id"].startswith("ec64-") and models["ec64"]["test_psnr_db"] == 8.5
 
 
@@ -304,3 +304,24 @@ def test_train_ec_dry_run_writes_a_checkpoint_the_service_loads(synthetic_mnist:
     ]
     assert train_ec.main(argv) == 0
     assert json.loads((again / "metrics.json").read_text())["model_id"] == metrics["model_id"]
+
+
+@pytest.mark.anyio
+async def test_the_service_refuses_a_curve_model_of_another_code_size(tiny_weights: Path, tmp_path: Path) -> None:
+    """ec64 trained for 32 bytes (the rate-distortion study) loads for the evaluation, never for the API."""
+    torch.manual_seed(3)
+    model = EntropyCodedAutoencoder(EntropyCodedArgs(hidden=(16,), code_bytes=32))
+    model.build_tables()
+    curve = tmp_path / "ec32.safetensors"
+    save_checkpoint(curve, model, {})
+    study = load_codec(curve, "cpu")  # what `python -m app.training.evaluate --curve` loads
+    assert study.format.nbytes == 32 and len(study.encode(np.zeros((28, 28), np.uint8))) == 32
+    app = create_app(Settings(weights=tiny_weights, models=[curve], device="cpu"))
+    with pytest.raises(CheckpointError) as info:
+        async with app.router.lifespan_context(app):
+            pass
+    assert str(info.value) == (
+        f"checkpoint {curve} codes 32-byte latents; the service serves 24-byte latents only "
+        "(evaluate it with python -m app.training.evaluate --curve)"
+    )
+    assert app.state.codec is None

@@ -71,7 +71,7 @@ npy_bodies = st.one_of(npy_digits(), st.binary(max_size=200))
 
 @st.composite
 def containers(draw: st.DrawFn) -> bytes:
-    """A latent container (app.latent): mostly well formed, sometimes cut short or with a byte changed."""
+    """A latent container (app.codec.latent): mostly well formed, sometimes cut short or with a byte changed."""
     items = draw(st.lists(latents, min_size=1, max_size=3))
     model_id = draw(st.sampled_from(["mlp6-40870c98c2d7", "mlp24-000000000000", "x"]))
     data = latent.write_container(latent.Container(model_id, "6xf32le", items, None))

@@ -152,7 +152,7 @@ def test_container_round_trips(names: list[str] | None) -> None:
 
 
 def test_container_reads_with_numpy_as_the_docstring_says(tmp_path: Path) -> None:
-    """The recipe in app/latent.py's docstring, run as written there (without this package)."""
+    """The recipe in app/codec/latent.py's docstring, run as written there (without this package)."""
     items = some_latents(4)
     path = tmp_path / "digits.lats"
     path.write_bytes(latent.write_container(latent.Container(ID6, "6xf32le", items, ["a", "b", "c", "d"])))

@@ -6,6 +6,7 @@ from safetensors.numpy import save_file
 from torch import nn
 
 from app.codec import checkpoint
+from app.codec.latent import ArithmeticCodedFormat
 from app.codec.model import (
     ARCH,
     ARCHITECTURES,
@@ -32,8 +33,9 @@ def test_reference_architecture() -> None:
     assert type(model.decoder[-1]).__name__ == "Sigmoid"
     x = torch.rand(3, 784)
     assert model.encode(x).shape == (3, 6)
-    y = model(x)
+    y, q = model(x)
     assert y.shape == (3, 784) and bool(((y > 0) & (y < 1)).all())
+    torch.testing.assert_close(q, model.encode(x), rtol=0, atol=0)  # float32 on the wire: nothing rounded
 
 
 def test_checkpoint_round_trip(tmp_path: Path) -> None:
@@ -45,7 +47,7 @@ def test_checkpoint_round_trip(tmp_path: Path) -> None:
     assert saved_id.startswith(f"{ARCH}-") and len(saved_id) == len(ARCH) + 13
     assert loaded.metadata == {"test": {"mse": 0.5}}
     x = torch.rand(4, 784)
-    torch.testing.assert_close(loaded.model(x), model(x), rtol=0, atol=0)
+    torch.testing.assert_close(loaded.model(x).x_hat, model(x).x_hat, rtol=0, atol=0)
     assert not list(tmp_path.glob("*.tmp")), "the atomic write left its temp file"
 
 
@@ -71,11 +73,33 @@ def test_quantized_forward_rounds_in_eval_and_adds_noise_in_training() -> None:
     torch.manual_seed(0)
     model = QuantizedAutoencoder()
     z = torch.rand(64, 24)
-    model.eval()
-    torch.testing.assert_close(model.quantize(z), torch.round(z * 255) / 255, rtol=0, atol=0)
-    model.train()
-    noise = model.quantize(z) - z
+    torch.testing.assert_close(model.quantize(z, "round"), torch.round(z * 255) / 255, rtol=0, atol=0)
+    noise = model.quantize(z, "noise") - z
     assert bool((noise.abs() <= 0.5 / 255 + 1e-7).all()) and noise.std() > 0.1 / 255
+    x = torch.rand(8, 784)
+    torch.testing.assert_close(model.eval()(x).q, model.quantize(model.encode(x), "round"), rtol=0, atol=0)
+    seeded = [model.train()(x, generator=torch.Generator().manual_seed(5)).q for _ in range(2)]
+    torch.testing.assert_close(seeded[0], seeded[1], rtol=0, atol=0)  # the noise is the generator's
+
+
+@pytest.mark.parametrize("arch", ["mlp24", "ec64"])
+def test_the_models_rounding_is_the_wire_formats(arch: str) -> None:
+    """`quantize(z, "round")`, what training measures, is what a latent's bytes give back to the decoder."""
+    torch.manual_seed(3)
+    model = build_model(arch, {"hidden": [32]}).eval().requires_grad_(False)
+    if isinstance(model, EntropyCodedAutoencoder):
+        model.build_tables()
+    fmt = model.wire_format()
+    z = model.encode(torch.rand(16, 784))
+    served = torch.from_numpy(fmt.unpack_many(fmt.pack_many(z.double().numpy())))
+    rounded = model.quantize(z, "round")
+    if isinstance(fmt, ArithmeticCodedFormat):  # where the coder's rate control moved nothing
+        kept = [i for i, row in enumerate(fmt.symbols(z.double().numpy())) if fmt.code(row)[3] == 0]
+        assert len(kept) >= 8
+        served, rounded = served[kept], rounded[kept]
+    torch.testing.assert_close(rounded, served, rtol=0, atol=1e-6)
+    straight = model.quantize(z.clone().requires_grad_(), "straight-through")
+    torch.testing.assert_close(straight.detach(), model.quantize(z.detach(), "round"), rtol=0, atol=0)
 
 
 def test_registry_rebuilds_each_architecture_from_its_args() -> None:
@@ -98,7 +122,7 @@ def test_quantized_checkpoint_round_trip(tmp_path: Path) -> None:
     assert loaded.arch == "mlp24" and loaded.model_id == saved_id and saved_id.startswith("mlp24-")
     assert isinstance(loaded.model, QuantizedAutoencoder) and not loaded.model.training
     x = torch.rand(4, 784)
-    torch.testing.assert_close(loaded.model(x), model.eval()(x), rtol=0, atol=0)
+    torch.testing.assert_close(loaded.model(x).x_hat, model.eval()(x).x_hat, rtol=0, atol=0)
 
 
 def _truncated(tmp_path: Path, tiny_weights: Path) -> Path:
@@ -156,7 +180,7 @@ def _torch_pickle(tmp_path: Path, tiny_weights: Path) -> Path:
         pytest.param(_damaged, "is damaged: its weights hash to mlp6-", id="flipped-bit"),
         pytest.param(
             _torch_pickle,
-            r"torch pickle \(format 1\); convert it once: python -m app.codec.checkpoint convert",
+            r"torch pickle \(format 1\); convert it once: python -m app.codec.convert",
             id="torch-pickle",
         ),
     ],

@@ -9,6 +9,7 @@ import httpx
 import numpy as np
 import pytest
 import torch
+from conftest import LATENT_FORMATS
 
 from app.codec.model import QuantizedArgs, QuantizedAutoencoder, save_checkpoint
 from app.errors import StartupError
@@ -50,8 +51,8 @@ async def test_models_lists_every_model_with_its_format(two: httpx.AsyncClient) 
     default, models = await models_by_name(two)
     assert default == "mlp6" and list(models) == ["mlp6", "mlp24"]
     assert models["mlp6"]["default"] is True and models["mlp24"]["default"] is False
-    assert models["mlp6"]["latent_format"] == {"name": "6xf32le", "bytes": 24, "dtype": "<f4", "dims": 6}
-    assert models["mlp24"]["latent_format"] == {"name": "24xu8", "bytes": 24, "dtype": "|u1", "dims": 24}
+    assert models["mlp6"]["latent_format"] == LATENT_FORMATS["mlp6"]
+    assert models["mlp24"]["latent_format"] == LATENT_FORMATS["mlp24"]
     assert models["mlp24"]["id"].startswith("mlp24-") and models["mlp24"]["test_psnr_db"] == 9.5
     assert models["mlp6"]["test_psnr_db"] is None  # the tiny checkpoint records no test metrics
 
@@ -78,7 +79,8 @@ async def test_unknown_model_is_404_listing_the_known_ones(two: httpx.AsyncClien
     files = {"img": ("7.png", seven_png, "image/png")} if path == "/encode" else None
     response = await two.post(f"{path}?model=gpt5", files=files, content=None if files else b"\0" * 24)
     assert response.status_code == 404
-    assert response.json()["detail"] == "unknown model 'gpt5'; this server has: mlp6, mlp24"
+    ids = ", ".join(model["id"] for model in (await two.get("/models")).json()["models"])
+    assert response.json()["detail"] == f"unknown model 'gpt5'; this server has: mlp6, mlp24; model ids {ids}"
 
 
 async def test_each_format_validates_its_own_bytes(two: httpx.AsyncClient) -> None:
@@ -113,15 +115,14 @@ def test_models_and_default_come_from_the_environment(monkeypatch: pytest.Monkey
     ("overrides", "message"),
     [
         pytest.param({"default_model": "mlp99"}, "default model 'mlp99' is not among the models served", id="unknown"),
-        pytest.param({"models": ["SAME"]}, "two checkpoints hold a model named 'mlp6'", id="same-name-twice"),
+        pytest.param({"default_versions": "mlp6=mlp6-000000000000"}, "default version mlp6=mlp6-0+ is not", id="pin"),
         pytest.param({"models": ["MISSING"]}, "missing.safetensors not found", id="missing-checkpoint"),
     ],
 )
 async def test_bad_model_settings_stop_the_start(
     tiny_weights: Path, tmp_path: Path, overrides: dict[str, Any], message: str
 ) -> None:
-    paths = {"SAME": tmp_path / "copy.safetensors", "MISSING": tmp_path / "missing.safetensors"}
-    paths["SAME"].write_bytes(tiny_weights.read_bytes())
+    paths = {"MISSING": tmp_path / "missing.safetensors"}
     models = [paths.get(m, m) for m in overrides.get("models", [])]
     settings = Settings(weights=tiny_weights, device="cpu", **{**overrides, "models": models})
     app = create_app(settings)
@@ -169,4 +170,5 @@ async def test_batch_endpoints_take_the_model_too(
 async def test_metrics_name_every_model_served(two: httpx.AsyncClient) -> None:
     metrics = (await two.get("/metrics")).text
     for model in (await two.get("/models")).json()["models"]:
-        assert f'mnist_codec_model_info{{device="cpu",model_id="{model["id"]}"}} 1.0' in metrics
+        labels = f'current="true",device="cpu",model_id="{model["id"]}",name="{model["name"]}"'
+        assert f"mnist_codec_model_info{{{labels}}} 1.0" in metrics

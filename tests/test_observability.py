@@ -130,7 +130,8 @@ async def test_metrics_count_requests_by_endpoint_and_status(
     assert metrics[("mnist_codec_request_duration_seconds_count", (("endpoint", "/decode"),))] == 2
     assert metrics[("mnist_codec_request_duration_seconds_sum", (("endpoint", "/decode"),))] > 0
     model = app.state.codec.model_id
-    assert metrics[("mnist_codec_model_info", (("device", "cpu"), ("model_id", model)))] == 1
+    info = (("current", "true"), ("device", "cpu"), ("model_id", model), ("name", app.state.codec.name))
+    assert metrics[("mnist_codec_model_info", info)] == 1
 
 
 async def test_unknown_paths_share_one_label(client: httpx.AsyncClient) -> None:
@@ -142,15 +143,16 @@ async def test_unknown_paths_share_one_label(client: httpx.AsyncClient) -> None:
 
 async def test_batch_endpoints_report_their_sizes(app: FastAPI) -> None:
     async def fake_batch(request: Request) -> dict[str, int]:
-        observe_batch(request, 5)
+        observe_batch(request, "mlp6-0123456789ab", 5)
         return {"items": 5}
 
     app.add_api_route("/fake/batch", fake_batch, methods=["POST"])
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://codec.test") as client:
         await client.post("/fake/batch")
         metrics = samples((await client.get("/metrics")).text)
-    assert metrics[("mnist_codec_batch_size_count", (("endpoint", "/fake/batch"),))] == 1
-    assert metrics[("mnist_codec_batch_size_sum", (("endpoint", "/fake/batch"),))] == 5
+    labels = (("endpoint", "/fake/batch"), ("model_id", "mlp6-0123456789ab"))
+    assert metrics[("mnist_codec_batch_size_count", labels)] == 1
+    assert metrics[("mnist_codec_batch_size_sum", labels)] == 5
 
 
 async def test_one_json_access_line_per_request(

@@ -1,6 +1,7 @@
 """`python -m app.training.train` end to end on a tiny synthetic MNIST, and the service loading its output."""
 
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -10,6 +11,7 @@ import torch
 from conftest import png_bytes
 from PIL import Image
 
+from app.codec import checkpoint
 from app.errors import DataError
 from app.main import create_app
 from app.settings import Settings
@@ -34,6 +36,10 @@ async def test_one_epoch_writes_a_checkpoint_the_service_loads(synthetic_mnist: 
     assert metrics["train_digits"] == 64 and metrics["test_digits"] == 32
     assert metrics["data_md5"] == data.EXPECTED_MD5
     assert [row["epoch"] for row in metrics["epochs"]] == [1]
+    trained_at = datetime.fromisoformat(metrics["trained_at"])  # UTC, to the second: how versions sort
+    assert trained_at.utcoffset() == timedelta(0) and trained_at.microsecond == 0
+    assert abs(datetime.now(UTC) - trained_at) < timedelta(minutes=10)
+    assert checkpoint.read(out / "mlp6.safetensors").trained_at == metrics["trained_at"]
     assert 0 < metrics["test"]["mse"] < 1 and metrics["test"]["psnr_mean_db"] > 0
 
     app = create_app(Settings(weights=out / "mlp6.safetensors", device="cpu"))

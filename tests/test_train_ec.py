@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 import torch
 
+from app.codec import checkpoint
 from app.codec.model import EntropyCodedArgs, EntropyCodedAutoencoder, load_checkpoint
 from app.training import augment, train_ec
 
@@ -47,6 +48,7 @@ def test_the_defaults_spelt_out_train_the_same_weights(synthetic_mnist: Path, tm
         ),
     )
     assert spelt["model_id"] == plain["model_id"]
+    assert checkpoint.read(tmp_path / "plain" / "ec64.safetensors").trained_at == plain["trained_at"] is not None
     shifted = run(synthetic_mnist, tmp_path / "shifted", "--shift", "1")
     assert shifted["model_id"] != plain["model_id"]  # the option reaches the training
 

@@ -71,10 +71,12 @@ class RemoteCodec:
         self.model = model
         self.batch_available: bool | None = None  # unknown until the first try
         self.model_ids: set[str] = set()  # the ids the server named in its answers
-        self.served: dict[str, str] = {}  # name -> model id, from GET /models (connect)
+        self.served: dict[str, str] = {}  # name -> the model id it means, from GET /models (connect)
+        self.versions: dict[str, str] = {}  # every model id served -> its name
         self.listed: list[dict[str, Any]] = []  # GET /models' entries
         self.model_id = ""  # the model that encodes, and decodes latents of no recorded model
         self.format_name = ""  # its latent format
+        self.latent_bytes = latent.LATENT_BYTES  # the size of its latents (connect)
         self.requested_effort = effort
         self.effort: int | None = effort  # the level encoding uses, once known (connect)
 
@@ -92,16 +94,28 @@ class RemoteCodec:
             status = response.status_code
             answer = f"answered {status}" if status != 200 else "answered 200, but not with a list of models"
             raise CodecUnavailable(f"not an mnist-codec server at {self.url}: GET /models {answer}")
-        self.served = {m["name"]: m["id"] for m in models}
+        self.versions = {m["id"]: m["name"] for m in models}
+        # A name means one version (GET /models marks it `current`); a server from before versions lists one each.
+        self.served = {m["name"]: m["id"] for m in models if m.get("current", True)}
         self.listed = models
         assert isinstance(body, dict)
-        name = self.model or body.get("default")
-        if name not in self.served:
-            raise CodecUnavailable(f"model {name!r} is not served at {self.url}; it has: {', '.join(self.served)}")
-        self.model_id = self.served[name]
-        chosen = next(m for m in models if m["name"] == name)
+        wanted = self.model or body.get("default")
+        if wanted in self.versions:  # --model MODEL_ID: exactly those weights
+            self.model_id = str(wanted)
+        elif wanted in self.served:
+            self.model_id = self.served[str(wanted)]
+        else:
+            ids = ", ".join(self.versions)
+            raise CodecUnavailable(
+                f"model {wanted!r} is not served at {self.url}; it has: {', '.join(self.served)}; model ids {ids}"
+            )
+        chosen = next(m for m in models if m["id"] == self.model_id)
+        name = str(wanted)
         fmt = chosen.get("latent_format")
         self.format_name = str(fmt.get("name", "")) if isinstance(fmt, dict) else ""
+        size = fmt.get("bytes") if isinstance(fmt, dict) else None
+        # The model's own size, as the server describes it; one that lists none serves the API's 24 bytes.
+        self.latent_bytes = size if isinstance(size, int) and size > 0 else latent.LATENT_BYTES
         self.effort = self._check_effort(name, chosen)
 
     def _check_effort(self, name: str, model: dict[str, Any]) -> int | None:
@@ -171,10 +185,11 @@ class RemoteCodec:
             return None
         self._made_by_expected(response)
         body = response.content
-        if response.status_code != 200 or len(body) != latent.LATENT_BYTES * len(pngs):
+        step = self.latent_bytes
+        if response.status_code != 200 or len(body) != step * len(pngs):
             return None
         self.batch_available = True
-        return [body[i : i + latent.LATENT_BYTES] for i in range(0, len(body), latent.LATENT_BYTES)]
+        return [body[i : i + step] for i in range(0, len(body), step)]
 
     def decode_batch(self, latents: Sequence[bytes], model_id: str | None = None) -> list[bytes] | None:
         """PNGs for all latents from one /decode/batch request, or None (as for `encode_batch`)."""
@@ -197,13 +212,19 @@ class RemoteCodec:
 
     def models(self) -> list[str]:
         """One line per model the server serves: its name and id (from `connect`)."""
-        return [f"{m['name']}  {m['id']}{_efforts(m)}" for m in self.listed]
+        names = [m["name"] for m in self.listed]
+
+        def line(m: dict[str, Any]) -> str:
+            current = _current(names.count(m["name"]), self.served.get(m["name"]) == m["id"])
+            return f"{m['name']}  {m['id']}{_efforts(m)}{current}"
+
+        return [line(m) for m in self.listed]
 
 
 class LocalCodec:
-    """Checkpoints in this process, as a server holds them: by default every shipped model
-    (the service's settings); `model` picks the one that encodes (and decodes latents with no
-    recorded id), and a recorded id picks the weights that made the latent."""
+    """Checkpoints in this process, as a server holds them: by default every shipped version
+    (the service's settings); `model` (a name or a model id) picks the one that encodes (and decodes
+    latents with no recorded id), and a recorded id picks the weights that made the latent."""
 
     def __init__(
         self,
@@ -212,16 +233,19 @@ class LocalCodec:
         effort: int | None = None,
         model: str | None = None,
         default: str | None = None,
+        default_versions: str = "",
     ) -> None:
-        from app.codec.codecs import Codecs, load_codec, pick_device  # numpy on the CPU; torch only for CUDA
+        from app.codec.codecs import Codecs, load_codec, parse_default_versions, pick_device  # torch only for CUDA
 
         try:
             on = pick_device(device)
-            self.codecs = Codecs([load_codec(path, on) for path in weights], default)
+            pinned = parse_default_versions(default_versions)  # MNIST_CODEC_DEFAULT_VERSIONS, as the server reads it
+            self.codecs = Codecs([load_codec(path, on) for path in weights], default, pinned)
         except StartupError as exc:
             raise CodecUnavailable(str(exc)) from exc
         try:
             self.codec = self.codecs.get(model)
+            self.requested = model
         except CodecError as exc:
             raise CodecUnavailable(f"--model {model}: {exc}".replace("this server has", "--local has")) from exc
         try:
@@ -230,7 +254,8 @@ class LocalCodec:
             raise UsageError(f"--effort {effort}: {exc}") from exc
         self.model_id = self.codec.model_id
         self.format_name = self.codec.format.name
-        self.served = {codec.name: codec.model_id for codec in self.codecs}
+        self.served = {name: codec.model_id for name, codec in self.codecs.by_name.items()}
+        self.versions = {codec.model_id: codec.name for codec in self.codecs}
         self.model_ids: set[str] = set()  # the weights that did the work, as the HTTP backend counts them
         self.batch_available: bool | None = False
 
@@ -249,9 +274,10 @@ class LocalCodec:
         return data
 
     def decode(self, data: bytes, model_id: str | None = None) -> bytes:
-        # model_id: checked against these weights before the run (app.client.cli); it picks them here
-        codec = next((codec for codec in self.codecs if codec.model_id == model_id), self.codec)
+        # model_id: checked against these weights before the run (app.client.cli); it picks them here. Without
+        # one, the server's rule: a name with several versions is not guessed (Codecs.refuse_a_guess).
         try:
+            codec = self.codecs.by_id.get(model_id or "") or self.codecs.resolve(self.requested, None)
             png = codec.decode(data)
         except CodecError as exc:
             raise ClientError(str(exc)) from exc
@@ -269,14 +295,17 @@ class LocalCodec:
             return None
         body = self.codec.encode_many(digits, self.effort)  # a search runs on one BLAS thread (app.codec.blas)
         self.model_ids.add(self.codec.model_id)
-        step = latent.LATENT_BYTES
+        step = self.codec.format.nbytes
         return [body[i : i + step] for i in range(0, len(body), step)]
 
     def decode_batch(self, latents: Sequence[bytes], model_id: str | None = None) -> list[bytes] | None:
         return None
 
     def models(self) -> list[str]:
-        return [f"{codec.name}  {codec.model_id}" for codec in self.codecs]
+        return [
+            f"{c.name}  {c.model_id}{_current(len(self.codecs.versions[c.name]), self.codecs.means(c))}"
+            for c in self.codecs
+        ]
 
 
 def _levels(model: dict[str, Any]) -> list[int]:
@@ -294,6 +323,11 @@ def _efforts(model: dict[str, Any]) -> str:
         return ""
     default = model.get("default_effort")
     return f"  effort {min(levels)}-{max(levels)}" + (f" (default {default})" if isinstance(default, int) else "")
+
+
+def _current(versions: int, current: bool) -> str:
+    """Marks the version a name means, where the name has several."""
+    return "  (current)" if current and versions > 1 else ""
 
 
 def _claim(model_id: str | None) -> dict[str, str]:

@@ -71,7 +71,8 @@ class Backend(Protocol):
     model_id: str  # the model that encodes, and decodes latents with no recorded model
     format_name: str  # its latent format (app.codec.latent)
     model_ids: set[str]
-    served: dict[str, str]  # name -> model id
+    served: dict[str, str]  # name -> the model id it means
+    versions: dict[str, str]  # every model id served -> its name
     batch_available: bool | None
     effort: int | None  # the encode effort level used (None: the server did not say)
 
@@ -289,7 +290,10 @@ def open_backend(args: argparse.Namespace) -> Backend:
     if args.local:
         default = None if args.weights else get_settings().default_model
         weights = local_weights(args.weights)
-        backend = LocalCodec(weights, get_settings().device, effort=effort, model=args.model, default=default)
+        pinned = "" if args.weights else get_settings().default_versions
+        backend = LocalCodec(
+            weights, get_settings().device, effort=effort, model=args.model, default=default, default_versions=pinned
+        )
     else:
         jobs = getattr(args, "jobs", 4)
         backend = RemoteCodec(args.url, model=args.model, timeout=args.timeout, connections=jobs, effort=effort)
@@ -426,10 +430,16 @@ def check_models(jobs: list[Job], backend: Backend, args: argparse.Namespace) ->
     """Why these latents must not be decoded here (one line), or None. The model ids recorded with
     them must be among the served ones (or be --model's); latents with no record pass."""
     if args.model:
-        usable = {backend.model_id}
-        what = f"model {args.model!r}{' (--local)' if args.local else ''} is {backend.model_id}"
+        # --model NAME: any version of it (the recorded id picks it), as ?model=NAME with X-Model-Id does
+        name = backend.versions.get(backend.model_id)
+        usable = (
+            {backend.model_id}
+            if args.model == backend.model_id
+            else {i for i, n in backend.versions.items() if n == name}
+        )
+        what = f"model {args.model!r}{' (--local)' if args.local else ''} is {', '.join(sorted(usable))}"
     else:
-        usable = set(backend.served.values())
+        usable = set(backend.versions)
         if args.local:
             where = f"--weights {args.weights} is" if args.weights else "--local has"
         else:
@@ -439,7 +449,7 @@ def check_models(jobs: list[Job], backend: Backend, args: argparse.Namespace) ->
     if not strangers:
         return None
     ids = ", ".join(sorted({str(job.model_id) for job in strangers}))
-    if {job.model_id for job in strangers} <= set(backend.served.values()):
+    if {job.model_id for job in strangers} <= set(backend.versions):
         fix = "no --model (the recorded id picks the model that made them)"
     elif args.local:
         fix = "--weights PATH of the checkpoint that made them"

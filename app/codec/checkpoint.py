@@ -10,7 +10,8 @@ holds:
     arch                    the architecture's name in the registry (`mlp6`, `mlp24`, ...)
     latent_format           the wire format it speaks (a name in the latent formats)
     model_args              JSON: the architecture's Args dataclass, tuples as lists
-    metadata                JSON: training config, data checksums, metrics, ...
+    metadata                JSON: training config, data checksums, metrics, ... and `trained_at`,
+                            when the weights were made (ISO-8601 UTC, seconds; older files may lack it)
     numpy_program           JSON, present when the network is plain Linear layers and
                             element-wise activations: {"encoder": [["linear", "encoder.0"],
                             ["relu"], ...], "decoder": [...]}, the steps numpy runs on the
@@ -19,18 +20,24 @@ holds:
 
 The model id is computed over the tensors exactly as it was over the torch state dict,
 so converting a `.pt` file keeps its id and the latents stored with it still bind.
-Converting needs torch (to read the pickle); serving does not:
+Converting needs torch (to read the pickle) and the architectures (`app.codec.convert`, which
+imports this module, never the other way round); reading, writing and showing do not:
 
-    python -m app.codec.checkpoint convert model_weights/mlp6.pt        # writes model_weights/mlp6.safetensors
+    python -m app.codec.convert model_weights/mlp6.pt                   # writes model_weights/mlp6.safetensors
     python -m app.codec.checkpoint show model_weights/mlp6.safetensors  # arch, id, format, how it runs
+    python -m app.codec.checkpoint stamp --trained-at 2026-11-25T15:53:38Z model_weights/mlp6.safetensors
+
+`stamp` sets `trained_at` in the header of a checkpoint written before trainers recorded it;
+the tensors are untouched, so its model id (checked on the way out) stays the same.
 """
 
 import argparse
 import hashlib
 import json
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +64,33 @@ class Checkpoint:
     @property
     def model_id(self) -> str:
         return model_id(self.tensors, self.arch)
+
+    @property
+    def trained_at(self) -> str | None:
+        """When the weights were made (ISO-8601 UTC), None for a checkpoint that does not say."""
+        value = self.metadata.get("trained_at")
+        return value if isinstance(value, str) else None
+
+
+def utc_iso(moment: datetime | str | None = None) -> str:
+    """`moment` (default: now; a string is read as ISO-8601, a naive one as UTC) as ISO-8601 UTC to the second."""
+    if moment is None:
+        moment = datetime.now(UTC)
+    elif isinstance(moment, str):
+        moment = datetime.fromisoformat(moment)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat(timespec="seconds")
+
+
+def stamp(path: Path, trained_at: str) -> str:
+    """Set `trained_at` in `path`'s metadata, weights untouched; returns the (unchanged) model id."""
+    loaded = read(path)
+    loaded.metadata["trained_at"] = utc_iso(trained_at)
+    write(path, loaded)
+    if read(path).model_id != loaded.model_id:
+        raise CheckpointError(f"stamping {path} changed its model id")  # cannot happen: the tensors are the same
+    return loaded.model_id
 
 
 def weights_sha256(tensors: Mapping[str, np.ndarray]) -> str:
@@ -100,8 +134,7 @@ def read(path: Path) -> Checkpoint:
         raise CheckpointError(f"checkpoint {path} not found")
     if path.suffix == ".pt":
         raise CheckpointError(
-            f"checkpoint {path} is a torch pickle (format 1); "
-            f"convert it once: python -m app.codec.checkpoint convert {path}"
+            f"checkpoint {path} is a torch pickle (format 1); convert it once: python -m app.codec.convert {path}"
         )
     try:
         with safe_open(str(path), framework="np") as f:
@@ -137,55 +170,45 @@ def one_line(exc: BaseException) -> str:
     return text if len(text) <= 300 else text[:297] + "..."
 
 
-def convert(source: Path, target: Path | None = None) -> tuple[Path, str]:
-    """A format-1 torch checkpoint (`.pt`) of any registered architecture -> `.safetensors` beside it.
-
-    Needs torch (the pickle is torch's). The network is rebuilt from the registry, so
-    the numpy program is derived from the real modules; the model id must come out
-    unchanged, else nothing is written.
-    """
-    from app.codec.model import checkpoint_of, load_torch_checkpoint  # torch: only to convert
-
-    loaded = load_torch_checkpoint(source)
-    checkpoint = checkpoint_of(loaded.model, loaded.metadata)
-    if checkpoint.model_id != loaded.model_id:
-        raise CheckpointError(f"converting {source} changed its model id: {loaded.model_id} -> {checkpoint.model_id}")
-    target = target or source.with_suffix(SUFFIX)
-    write(target, checkpoint)
-    if read(target).model_id != loaded.model_id:  # read back: what the service will see
-        raise CheckpointError(f"{target} does not read back as {loaded.model_id}")
-    return target, loaded.model_id
-
-
 def describe(checkpoint: Checkpoint) -> str:
     runs = "numpy on the CPU, torch on CUDA" if checkpoint.numpy_program else "torch (no numpy program)"
     params = sum(int(a.size) for a in checkpoint.tensors.values())
+    when = checkpoint.trained_at or "unknown"
     return (
         f"{checkpoint.model_id}: architecture {checkpoint.arch} {json.dumps(checkpoint.model_args)}, "
         f"latent format {checkpoint.latent_format}, {params:,} numbers in {len(checkpoint.tensors)} tensors, "
-        f"runs in {runs}"
+        f"runs in {runs}, trained {when}"
     )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m app.codec.checkpoint", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    conv = commands.add_parser("convert", help="a torch .pt checkpoint -> .safetensors beside it (model id kept)")
-    conv.add_argument("checkpoints", nargs="+", type=Path)
-    conv.add_argument("-o", "--output", type=Path, help="output file (one input only); default: the input's name")
-    show = commands.add_parser("show", help="what a checkpoint holds")
+    show = commands.add_parser("show", help="what a checkpoint holds (python -m app.codec.convert converts a .pt)")
     show.add_argument("checkpoints", nargs="+", type=Path)
+    stamp_cmd = commands.add_parser("stamp", help="set trained_at in a checkpoint's header (model id kept)")
+    stamp_cmd.add_argument("checkpoints", nargs="+", type=Path)
+    stamp_cmd.add_argument(
+        "--trained-at", required=True, help="when the weights were made, ISO-8601 (e.g. 2026-11-25T15:53:38Z)"
+    )
     args = parser.parse_args(argv)
-    if args.command == "convert" and args.output and len(args.checkpoints) > 1:
-        parser.error("--output takes one input checkpoint")
+    if args.command == "stamp":
+        return each(
+            args.checkpoints,
+            lambda path: (
+                f"{path}: {stamp(path, args.trained_at)} trained at {utc_iso(args.trained_at)} (model id unchanged)"
+            ),
+        )
+    return each(args.checkpoints, lambda path: f"{path}: {describe(read(path))}")
+
+
+def each(paths: list[Path], action: Callable[[Path], str]) -> int:
+    """A command line's work: print `action`'s line for each path; the first CheckpointError ends it
+    in one line on stderr, exit status 1."""
     try:
-        for path in args.checkpoints:
-            if args.command == "convert":
-                target, mid = convert(path, args.output)
-                print(f"{path} -> {target}: {mid} (model id unchanged)")
-            else:
-                print(f"{path}: {describe(read(path))}")
-    except CheckpointError as exc:
+        for path in paths:
+            print(action(path))
+    except (CheckpointError, ValueError) as exc:  # ValueError: a --trained-at that is no ISO-8601 date
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

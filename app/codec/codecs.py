@@ -12,13 +12,20 @@ search for a latent the decoder reads better, each by a fixed recipe. The measur
 figures of each level (PSNR, cost) are read from `<checkpoint>.efforts.json` beside the
 checkpoint, written by `python -m app.training.evaluate --efforts`, when its model id matches.
 
-A server holds several codecs (`Codecs`), one per model, by name: the model's
-architecture name (mlp6, mlp24, ec64). A request picks one; none picked is the default.
+A server holds several codecs (`Codecs`), one per version. A model's *name* is its
+architecture (mlp6, mlp24, ec64); a *version* is one checkpoint of it, known by its model id
+(`ec64-ea9647b7fd42`: the name and a hash of the weights). Several versions of one name may be
+served side by side; the name means the newest (by `trained_at`; ties: the later in the
+settings' list) unless `default_versions` pins one. `Codecs.resolve` turns what a request
+asks for (`?model=` a name or an id, and on the decode side the id a latent claims) into
+the one codec that serves it, or a domain error.
 """
 
 import importlib.util
 import json
-from collections.abc import Callable, Iterator
+import logging
+from collections.abc import Callable, Iterator, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +34,11 @@ import numpy as np
 from app.codec import blas, checkpoint, imaging, latent, search
 from app.codec.batching import MicroBatcher
 from app.codec.engine import Engine, NumpyMLP, TorchEngine, make_engine
-from app.errors import CheckpointError, EffortError, StartupError, UnknownModelError
+from app.errors import CheckpointError, EffortError, ModelMismatchError, StartupError, UnknownModelError
 from app.settings import Settings
 
 PIXELS = imaging.SIDE * imaging.SIDE
+log = logging.getLogger("app")
 # Present whenever an NVIDIA driver is loaded (in a container too, with the NVIDIA runtime):
 # without it CUDA cannot be there, and 'auto' need not import torch (2 s, 500 MiB) to learn so.
 NVIDIA_DRIVER = Path("/proc/driver/nvidia/version")
@@ -57,8 +65,16 @@ class Codec:
     def __init__(self, ckpt: checkpoint.Checkpoint, device: str, source: Path | str = "checkpoint") -> None:
         self.name = ckpt.arch
         self.model_id = ckpt.model_id
+        self.source = source  # the checkpoint's path (its efforts.json lies beside it)
         self.metadata = ckpt.metadata
         self.device = device
+        try:
+            # When the weights were made (ISO-8601 UTC), None when the checkpoint does not say.
+            self.trained_at = None if ckpt.trained_at is None else checkpoint.utc_iso(ckpt.trained_at)
+        except ValueError as exc:
+            raise CheckpointError(
+                f"checkpoint {source} says it was trained at {str(ckpt.trained_at)[:40]!r}: {exc}"
+            ) from exc
         try:
             self.format = latent.format_for(ckpt.latent_format, ckpt.tensors, ckpt.model_args)
             self.engine = make_engine(ckpt, device)
@@ -203,16 +219,34 @@ def read_figures(source: Path | str, model_id: str) -> dict[int, dict[str, Any]]
 
 
 class Codecs:
-    """The models a server holds, by name, and the one used when a request names none."""
+    """The versions a server holds, by model id and by name, and the model used when a request names none."""
 
-    def __init__(self, codecs: list[Codec], default: str | None = None) -> None:
+    def __init__(
+        self, codecs: list[Codec], default: str | None = None, default_versions: Mapping[str, str] | None = None
+    ) -> None:
         if not codecs:
             raise StartupError("no model to serve")
-        self.by_name: dict[str, Codec] = {}
+        self.by_id: dict[str, Codec] = {}
         for codec in codecs:
-            if codec.name in self.by_name:
-                raise StartupError(f"two checkpoints hold a model named {codec.name!r}; serve one of them")
-            self.by_name[codec.name] = codec
+            if codec.model_id in self.by_id:
+                log.info("model %s is listed twice; serving it once", codec.model_id)
+            else:
+                self.by_id[codec.model_id] = codec
+        self.versions: dict[str, list[Codec]] = {}  # name -> its versions, in the settings' order
+        for codec in self.by_id.values():
+            self.versions.setdefault(codec.name, []).append(codec)
+        # name -> the version the name means: the newest, or the one pinned
+        self.by_name = {name: newest(versions) for name, versions in self.versions.items()}
+        self.pinned = set(default_versions or {})
+        for name, model_id in (default_versions or {}).items():
+            pinned = self.by_id.get(model_id)
+            if pinned is None:
+                raise StartupError(
+                    f"the default version {name}={model_id} is not among the models served: {self.known()}"
+                )
+            if pinned.name != name:
+                raise StartupError(f"the default version {name}={model_id} is a version of {pinned.name}, not {name}")
+            self.by_name[name] = pinned
         self.default_name = codecs[0].name if default is None else default
         if self.default_name not in self.by_name:
             raise StartupError(f"the default model {default!r} is not among the models served: {self.known()}")
@@ -221,20 +255,94 @@ class Codecs:
     def default(self) -> Codec:
         return self.by_name[self.default_name]
 
-    def get(self, name: str | None) -> Codec:
-        """The model named `name`, or the default for None; UnknownModelError names the known ones."""
-        if name is None:
+    def get(self, model: str | None) -> Codec:
+        """`model` a name (the version it means), a model id (that version) or None (the default model);
+        UnknownModelError names the known ones."""
+        if model is None:
             return self.default
-        try:
-            return self.by_name[name]
-        except KeyError:
-            raise UnknownModelError(f"unknown model {name[:40]!r}; this server has: {self.known()}") from None
+        codec = self.by_name.get(model) or self.by_id.get(model)
+        if codec is None:
+            raise UnknownModelError(f"unknown model {model[:40]!r}; this server has: {self.known()}")
+        return codec
+
+    def resolve(self, model: str | None, claimed: str | None = None) -> Codec:
+        """The one version a request means: `model` is ?model= (a name, an id or None), `claimed` the id the
+        latents say made them (X-Model-Id, or a container's id), None when they do not say.
+
+        A latent decoded by other weights than the ones that made it is a wrong digit with no error, so a
+        claimed id that is not served, or that is not a version of what `model` names, is a ModelMismatchError
+        (409); a claimed version of the named model is that version (a v1 latent after v2 became the default).
+        An unknown `model` is an UnknownModelError (404) first, whatever the claim.
+        """
+        named = None if model is None else self.get(model)
+        if claimed is None:
+            self.refuse_a_guess(self.default_name if model is None else model)
+            return self.default if named is None else named
+        codec = self.by_id.get(claimed)
+        if codec is None:
+            raise ModelMismatchError(
+                f"the latent was made by model {claimed[:60]!r}; this server has {', '.join(self.by_id)}"
+            )
+        if named is not None and model not in (codec.name, codec.model_id):
+            raise ModelMismatchError(
+                f"the latent was made by model {claimed[:60]!r}; model {model!r} here is {named.model_id!r}"
+            )
+        return codec
+
+    def refuse_a_guess(self, model: str) -> None:
+        """Bare latents decoded by a name that has several versions: the bytes do not say which made them.
+
+        Taking the newest would give a v1 latent v2's digit, with no error; so unless the operator pinned
+        what the name means (MNIST_CODEC_DEFAULT_VERSIONS: "my stored bare latents are that version's"),
+        it is a ModelMismatchError (409) that says how to name the version. A model id is never a guess.
+        """
+        versions = self.versions.get(model, [])
+        if len(versions) > 1 and model not in self.pinned:
+            raise ModelMismatchError(
+                f"model {model!r} has {len(versions)} versions here ({', '.join(c.model_id for c in versions)}) "
+                "and 24 bytes do not say which one made them: send the X-Model-Id that /encode returned with "
+                "them, or ask for ?model=<model id>"
+            )
+
+    def means(self, codec: Codec) -> bool:
+        """Whether `codec` is the version its name means."""
+        return self.by_name[codec.name] is codec
+
+    def names(self) -> list[str]:
+        return list(self.by_name)
 
     def known(self) -> str:
-        return ", ".join(self.by_name)
+        """What `?model=` may say here: the names, then the model ids of every version."""
+        return f"{', '.join(self.by_name)}; model ids {', '.join(self.by_id)}"
 
     def __iter__(self) -> Iterator[Codec]:
-        return iter(self.by_name.values())
+        """Every version, in the settings' order."""
+        return iter(self.by_id.values())
+
+
+def trained_order(codec: Codec) -> datetime:
+    """A checkpoint that does not say when it was trained sorts oldest."""
+    return datetime.min.replace(tzinfo=UTC) if codec.trained_at is None else datetime.fromisoformat(codec.trained_at)
+
+
+def newest(versions: list[Codec]) -> Codec:
+    """The newest by `trained_at`; of equals, the later in the list (max keeps the first of equals, so reversed)."""
+    return max(reversed(versions), key=trained_order)
+
+
+def parse_default_versions(text: str) -> dict[str, str]:
+    """MNIST_CODEC_DEFAULT_VERSIONS, 'ec64=ec64-ea9647b7fd42,mlp6=...', as {name: model id}; StartupError when
+    a pair is not NAME=MODEL_ID or a name comes twice."""
+    pairs: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, _, model_id = (side.strip() for side in item.partition("="))
+        if not name or not model_id or name in pairs:
+            raise StartupError(
+                "MNIST_CODEC_DEFAULT_VERSIONS: expected comma-separated NAME=MODEL_ID pairs, each name once "
+                f"(e.g. ec64=ec64-ea9647b7fd42); got {item[:80]!r}"
+            )
+        pairs[name] = model_id
+    return pairs
 
 
 def load_codec(path: Path, device: str) -> Codec:
@@ -242,6 +350,21 @@ def load_codec(path: Path, device: str) -> Codec:
 
 
 def load_codecs(settings: Settings, device: str) -> Codecs:
-    """Every checkpoint of the settings, loaded onto `device`; the default one first."""
-    codecs = [load_codec(path, device) for path in settings.checkpoints()]
-    return Codecs(codecs, settings.default_model)
+    """Every checkpoint of the settings, loaded onto `device` (two paths to the same weights: once), the default
+    model's first. A model whose latents are not the API's 24 bytes (ec64 trained for another code size, the
+    rate-distortion study's) is refused: `load_codec` still loads one for `python -m app.training.evaluate --curve`."""
+    pinned = parse_default_versions(settings.default_versions)  # a typo fails before minutes of loading
+    codecs: list[Codec] = []
+    for path in settings.checkpoints():
+        ckpt = checkpoint.read(path)
+        if any(codec.model_id == ckpt.model_id for codec in codecs):
+            log.info("%s holds %s, loaded already; serving it once", path, ckpt.model_id)
+            continue
+        codec = Codec(ckpt, device, path)
+        if codec.format.nbytes != latent.LATENT_BYTES:
+            raise CheckpointError(
+                f"checkpoint {path} codes {codec.format.nbytes}-byte latents; the service serves "
+                f"{latent.LATENT_BYTES}-byte latents only (evaluate it with python -m app.training.evaluate --curve)"
+            )
+        codecs.append(codec)
+    return Codecs(codecs, settings.default_model, pinned)

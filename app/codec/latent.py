@@ -1,7 +1,9 @@
 """The latent wire formats: what /encode returns and /decode takes.
 
 Each model names the one format it speaks; this module is the only place that
-packs, unpacks or validates latent bytes. Every format is exactly 24 bytes, with
+packs, unpacks or validates latent bytes. Each format owns its size (`nbytes`) and,
+apart from it, its symbols (`symbols`: what the encoder's values are rounded to). Every
+format the service serves is exactly 24 bytes (`LATENT_BYTES`, the API's promise), with
 no header: the bytes alone do not say which model made them, so keep the model
 id (`X-Model-Id`) next to stored latents. "6xf32le" and "24xu8" are fixed
 layouts (`FORMATS`); "24xac" codes under the frequency tables of the model that
@@ -81,9 +83,10 @@ Container "MNISTLAT", version 1: N latents of one model in one file (extension
     16          4       CRC-32 (zlib.crc32) of every byte after the header
     20          40      model id, ASCII, NUL-padded (the X-Model-Id of the weights that made them)
     60          20      latent format name, ASCII, NUL-padded ("6xf32le", "24xu8", ...)
-    80          24*N    the N latents, end to end, each in that format
-    80+24*N     4       (only with flag bit 0) L, uint32: byte length of the names
-    84+24*N     L       (only with flag bit 0) N names, UTF-8, each ended by "\\n"
+    80          S*N     the N latents, end to end, each in that format, S bytes each (S = 24 for
+                        every format the service serves: `format_bytes`)
+    80+S*N      4       (only with flag bit 0) L, uint32: byte length of the names
+    84+S*N      L       (only with flag bit 0) N names, UTF-8, each ended by "\\n"
 
 Nothing may follow. A reader checks the magic, version, flags, that the file is
 exactly as long as the header says and the CRC-32; a truncated or damaged file
@@ -109,28 +112,54 @@ import numpy as np
 from app.codec import arith
 from app.errors import LatentError
 
-LATENT_BYTES = 24  # every format; the wire size the service promises
+LATENT_BYTES = 24  # the size of every latent the service serves (the API's promise); each format owns its `nbytes`
 CLAMP = 1e6  # latent values beyond this are clamped before decoding (see "6xf32le")
 
 
 class LatentFormat(ABC):
-    """One wire format: `dims` latent values in exactly `nbytes` bytes."""
+    """One wire format. Its symbols and its bytes are different things, as CompressAI keeps
+    `quantize(mode="symbols")` apart from `compress`: `symbols` rounds the encoder's values to what
+    is sent (`dims` of them), `nbytes` is the size of one latent on the wire, which only a fixed
+    layout ties to `dims` (an entropy code has no per-symbol size)."""
 
     name: ClassVar[str]
-    dims: ClassVar[int]
-    dtype: ClassVar[np.dtype[np.generic]]
+    dims: ClassVar[int]  # symbols per latent: the values the decoder takes
+    symbol_dtype: ClassVar[np.dtype[np.generic]]  # one symbol
     description: ClassVar[str]  # one line for error messages and the API docs
 
     @property
+    @abstractmethod
     def nbytes(self) -> int:
-        return self.dims * self.dtype.itemsize
+        """Bytes of one latent on the wire."""
+
+    @property
+    def wire_dtype(self) -> np.dtype[np.generic] | None:
+        """The numpy dtype that reads the bytes as the symbols end to end (`numpy.fromfile`); None for a code."""
+        return None
+
+    @abstractmethod
+    def symbols(self, values: np.ndarray) -> np.ndarray:
+        """float64 encoder values, N latents end to end (any shape) -> the symbols sent, element by element;
+        ValueError for values it cannot send."""
+
+    @abstractmethod
+    def values(self, symbols: np.ndarray) -> np.ndarray:
+        """Symbols -> the float32 values the decoder takes, element by element; LatentError when not valid."""
+
+    @abstractmethod
+    def _write(self, symbols: np.ndarray) -> bytes:
+        """N latents' symbols, end to end -> N * nbytes bytes."""
+
+    @abstractmethod
+    def _read(self, data: bytes) -> np.ndarray:
+        """N * nbytes bytes -> the N * dims symbols, flat."""
 
     def pack(self, z: np.ndarray) -> bytes:
         """One latent (shape (dims,) or (1, dims), any float dtype) as its wire bytes."""
         values = np.asarray(z).reshape(-1)
         if values.shape != (self.dims,):
             raise ValueError(f"expected {self.dims} latent values, got {values.size}")
-        return self._encode_values(values.astype(np.float64)).astype(self.dtype).tobytes()
+        return self._write(self.symbols(values.astype(np.float64)))
 
     def unpack(self, data: bytes) -> np.ndarray:
         """Wire bytes as the (dims,) float32 values the decoder takes; LatentError when they are not valid."""
@@ -138,13 +167,13 @@ class LatentFormat(ABC):
             raise LatentError(
                 f"a latent is exactly {self.nbytes} bytes ({self.description}); received {len(data)} bytes"
             )
-        return self._decode_values(np.frombuffer(data, dtype=self.dtype))
+        return self.values(self._read(data))
 
     def pack_many(self, z: np.ndarray) -> bytes:
         """(N, dims) latents as N wire latents, end to end."""
         if z.ndim != 2 or z.shape[1] != self.dims:
             raise ValueError(f"expected an (N, {self.dims}) array, got {z.shape}")
-        return self._encode_values(z.astype(np.float64)).astype(self.dtype).tobytes()
+        return self._write(self.symbols(z.astype(np.float64)))
 
     def unpack_many(self, data: bytes) -> np.ndarray:
         """N wire latents, end to end, as (N, dims) float32; LatentError names the first bad latent."""
@@ -153,59 +182,71 @@ class LatentFormat(ABC):
                 f"a batch of latents is a multiple of {self.nbytes} bytes ({self.description} each); "
                 f"received {len(data)} bytes"
             )
-        stored = np.frombuffer(data, dtype=self.dtype).reshape(-1, self.dims)
+        symbols = self._read(data).reshape(-1, self.dims)
         try:
-            return self._decode_values(stored.reshape(-1)).reshape(-1, self.dims)
+            return self.values(symbols)
         except LatentError:
-            for index, row in enumerate(stored):  # only on failure: find the first bad one
+            for index in range(len(symbols)):  # only on failure: find the first bad one
                 try:
-                    self._decode_values(row)
+                    self.values(symbols[index : index + 1])
                 except LatentError as exc:
                     raise LatentError(f"latent {index}: {exc}") from exc
             raise
 
-    @abstractmethod
-    def _encode_values(self, values: np.ndarray) -> np.ndarray: ...
 
-    @abstractmethod
-    def _decode_values(self, stored: np.ndarray) -> np.ndarray: ...
+class FixedLayout(LatentFormat):
+    """A format whose bytes are its symbols end to end, each `symbol_dtype`: nbytes = dims * itemsize."""
+
+    @property
+    def nbytes(self) -> int:
+        return self.dims * self.symbol_dtype.itemsize
+
+    @property
+    def wire_dtype(self) -> np.dtype[np.generic]:
+        return self.symbol_dtype
+
+    def _write(self, symbols: np.ndarray) -> bytes:
+        return symbols.astype(self.symbol_dtype).tobytes()
+
+    def _read(self, data: bytes) -> np.ndarray:
+        return np.frombuffer(data, dtype=self.symbol_dtype)
 
 
-class Float32Format(LatentFormat):
+class Float32Format(FixedLayout):
     """ "6xf32le": six little-endian float32 values, stored as they are."""
 
     name = "6xf32le"
     dims = 6
-    dtype = np.dtype("<f4")
+    symbol_dtype = np.dtype("<f4")
     description = "6 little-endian float32 values"
 
-    def _encode_values(self, values: np.ndarray) -> np.ndarray:
+    def symbols(self, values: np.ndarray) -> np.ndarray:
         return values
 
-    def _decode_values(self, stored: np.ndarray) -> np.ndarray:
-        z = stored.astype(np.float32)
+    def values(self, symbols: np.ndarray) -> np.ndarray:
+        z = symbols.astype(np.float32)
         if not np.isfinite(z).all():
             bad = [int(i) for i in np.flatnonzero(~np.isfinite(z))]
             raise LatentError(f"latent values must be finite; value(s) at index {bad} are NaN or infinite")
         return z
 
 
-class UInt8Format(LatentFormat):
+class UInt8Format(FixedLayout):
     """ "24xu8": 24 values in [0, 1], each quantised to one byte, q = round(z * 255)."""
 
     name = "24xu8"
     dims = 24
-    dtype = np.dtype("u1")
+    symbol_dtype = np.dtype("u1")
     description = "24 unsigned bytes, value = byte / 255"
     levels = 255
 
-    def _encode_values(self, values: np.ndarray) -> np.ndarray:
+    def symbols(self, values: np.ndarray) -> np.ndarray:
         if values.size and (not np.isfinite(values).all() or values.min() < 0 or values.max() > 1):
             raise ValueError(f"{self.name} latent values must lie in [0, 1], got {values.min()}..{values.max()}")
         return np.round(values * self.levels)
 
-    def _decode_values(self, stored: np.ndarray) -> np.ndarray:
-        return (stored.astype(np.float32) / np.float32(self.levels)).astype(np.float32)
+    def values(self, symbols: np.ndarray) -> np.ndarray:
+        return (symbols.astype(np.float32) / np.float32(self.levels)).astype(np.float32)
 
 
 class ArithmeticCodedFormat(LatentFormat):
@@ -213,7 +254,7 @@ class ArithmeticCodedFormat(LatentFormat):
 
     name = "24xac"
     dims = 64
-    dtype = np.dtype("u1")
+    symbol_dtype = np.dtype("<i8")
     description = "an arithmetic code of 64 integer latents, at most 192 bits, zero-padded, big-endian"
 
     def __init__(self, tables: arith.FrequencyTables, code_bytes: int = LATENT_BYTES) -> None:
@@ -233,34 +274,28 @@ class ArithmeticCodedFormat(LatentFormat):
     def nbytes(self) -> int:
         return self.code_bytes
 
-    def code(self, z: np.ndarray) -> tuple[np.ndarray, int, int, int]:
-        """One latent's (64,) values -> (the integers sent, the code m, its length k in bits, rate-control steps)."""
-        return arith.fit(self.tables, np.rint(z).astype(np.int64), self.budget)
-
-    def _encode_values(self, values: np.ndarray) -> np.ndarray:
-        # N * 64 float64 values -> N * code_bytes bytes
+    def symbols(self, values: np.ndarray) -> np.ndarray:
+        # The integers before rate control; `_write` clamps them into the tables and makes them fit.
         if not np.isfinite(values).all():
             raise ValueError(f"{self.name} latent values must be finite")
-        clipped = np.clip(values, -1e9, 1e9)  # rint of anything finite, then the tables' clamp
-        _, ms, ks, _, _ = arith.fit_many(
-            self.tables, np.rint(clipped.reshape(-1, self.dims)).astype(np.int64), self.budget
-        )
-        out = b"".join(arith.to_bytes(m, k, self.code_bytes) for m, k in zip(ms, ks, strict=True))
-        return np.frombuffer(out, dtype=np.uint8)
+        symbols: np.ndarray = np.rint(np.clip(values, -1e9, 1e9)).astype(np.int64)  # rint of anything finite
+        return symbols
 
-    def _decode_values(self, stored: np.ndarray) -> np.ndarray:
-        # N * code_bytes bytes -> N * 64 float32 integer values
-        rows = stored.reshape(-1, self.code_bytes)
-        symbols = [arith.from_bytes(self.tables, row.tobytes()) for row in rows]
-        return np.concatenate(symbols).astype(np.float32)
+    def values(self, symbols: np.ndarray) -> np.ndarray:
+        return symbols.astype(np.float32)
 
-    def unpack_many(self, data: bytes) -> np.ndarray:
-        if len(data) % self.nbytes:
-            raise LatentError(
-                f"a batch of latents is a multiple of {self.nbytes} bytes ({self.description} each); "
-                f"received {len(data)} bytes"
-            )
-        return self._decode_values(np.frombuffer(data, dtype=self.dtype)).reshape(-1, self.dims)
+    def code(self, z: np.ndarray) -> tuple[np.ndarray, int, int, int]:
+        """One latent's (64,) values -> (the integers sent, the code m, its length k in bits, rate-control steps)."""
+        return arith.fit(self.tables, self.symbols(np.asarray(z, np.float64).reshape(-1)), self.budget)
+
+    def _write(self, symbols: np.ndarray) -> bytes:
+        _, ms, ks, _, _ = arith.fit_many(self.tables, symbols.reshape(-1, self.dims), self.budget)
+        return b"".join(arith.to_bytes(m, k, self.code_bytes) for m, k in zip(ms, ks, strict=True))
+
+    def _read(self, data: bytes) -> np.ndarray:
+        n = self.code_bytes
+        rows = [arith.from_bytes(self.tables, data[i : i + n]) for i in range(0, len(data), n)]
+        return np.concatenate(rows) if rows else np.zeros(0, np.int64)
 
 
 FORMATS: dict[str, LatentFormat] = {fmt.name: fmt for fmt in (Float32Format(), UInt8Format())}
@@ -268,7 +303,7 @@ FORMATS: dict[str, LatentFormat] = {fmt.name: fmt for fmt in (Float32Format(), U
 # The reference format, also as module-level functions (the original interface of this module).
 REFERENCE = FORMATS["6xf32le"]
 LATENT_DIMS = REFERENCE.dims
-DTYPE = REFERENCE.dtype
+DTYPE = REFERENCE.symbol_dtype
 
 
 def get_format(name: str) -> LatentFormat:
@@ -276,6 +311,14 @@ def get_format(name: str) -> LatentFormat:
         return FORMATS[name]
     except KeyError:
         raise ValueError(f"unknown latent format {name!r}; known: {', '.join(FORMATS)}") from None
+
+
+def format_bytes(name: str) -> int:
+    """The size of one latent of the format `name`, as a container stores it; ValueError for an unknown name.
+    "24xac" is 24 bytes by its name (the curve's other code sizes are never served, nor stored)."""
+    if name == ArithmeticCodedFormat.name:
+        return LATENT_BYTES
+    return get_format(name).nbytes
 
 
 def format_for(name: str, tensors: Mapping[str, np.ndarray], model_args: Mapping[str, Any]) -> LatentFormat:
@@ -331,15 +374,16 @@ class Container:
 
     model_id: str
     format_name: str
-    latents: list[bytes]  # each exactly LATENT_BYTES
+    latents: list[bytes]  # each exactly its format's size (`format_bytes`)
     names: list[str] | None = None  # one per latent, or None
 
     def __post_init__(self) -> None:
         for label, text, size in (("model id", self.model_id, 40), ("format name", self.format_name, 20)):
             if not text or not text.isascii() or "\x00" in text or len(text) > size:
                 raise ValueError(f"a container's {label} is 1 to {size} ASCII characters; got {text!r}")
-        if any(len(item) != LATENT_BYTES for item in self.latents):
-            raise ValueError(f"every latent in a container is exactly {LATENT_BYTES} bytes")
+        size = format_bytes(self.format_name)
+        if any(len(item) != size for item in self.latents):
+            raise ValueError(f"every {self.format_name} latent in a container is exactly {size} bytes")
         if self.names is not None:
             if len(self.names) != len(self.latents):
                 raise ValueError(f"{len(self.names)} names for {len(self.latents)} latents")
@@ -349,7 +393,7 @@ class Container:
 
 
 def write_container(container: Container) -> bytes:
-    """The container's bytes (see CONTAINER_DOC)."""
+    """The container's bytes (see "Container MNISTLAT" in this module's docstring)."""
     body = b"".join(container.latents)
     flags = 0
     if container.names is not None:
@@ -385,7 +429,11 @@ def read_container(data: bytes) -> Container:
         model_id, format_name = (bytes(header[key]).decode("ascii") for key in ("model_id", "format"))
     except UnicodeDecodeError:
         raise LatentError("latent container's model id or format name is not ASCII (damaged header)") from None
-    end = HEADER_BYTES + count * LATENT_BYTES
+    try:
+        size = format_bytes(format_name)
+    except ValueError as exc:
+        raise LatentError(f"latent container: {exc}") from None
+    end = HEADER_BYTES + count * size
     expected = end
     names: list[str] | None = None
     if flags & FLAG_NAMES:  # then a uint32 length and the names
@@ -404,7 +452,7 @@ def read_container(data: bytes) -> Container:
             raise LatentError("latent container's names are not UTF-8") from None
         if names.pop() != "" or len(names) != count:
             raise LatentError(f"latent container holds {count} latents but {len(names)} names")
-    latents = [data[i : i + LATENT_BYTES] for i in range(HEADER_BYTES, end, LATENT_BYTES)]
+    latents = [data[i : i + size] for i in range(HEADER_BYTES, end, size)]
     try:
         return Container(model_id, format_name, latents, names)
     except ValueError as exc:

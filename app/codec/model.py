@@ -1,6 +1,6 @@
 """The autoencoders, their registry, and checkpoints.
 
-Two architectures, each with its own latent format (`app.codec.latent`):
+Three architectures, each with its own latent format (`app.codec.latent`):
 
 - `mlp6`, the reference design: encoder 784-128-64-12-6 with ReLU between layers,
   decoder the mirror image ending in a Sigmoid, so outputs lie in (0, 1) like the
@@ -15,13 +15,13 @@ Two architectures, each with its own latent format (`app.codec.latent`):
   and arithmetic-coded under a learned prior into at most 192 bits ("24xac");
   the prior is frozen into integer frequency tables stored with the weights.
 
-A checkpoint is a safetensors file with a JSON header (`app.checkpoint`, which
+A checkpoint is a safetensors file with a JSON header (`app.codec.checkpoint`, which
 reads and writes it without torch): the state dict, the architecture's name and
 `model_args` (its Args dataclass as a dict, tuples as lists), which rebuild the
 exact network, and the training metadata. The model id is the architecture name
 plus the first 12 hex digits of a SHA-256 over the weights, so a stored latent
 can be tied to the weights that made it. The format-1 torch pickles (`.pt`) are
-read only to convert them (`load_torch_checkpoint`).
+read only to convert them (`app.codec.convert`).
 """
 
 import dataclasses
@@ -31,7 +31,7 @@ import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -41,6 +41,15 @@ from app.codec import arith, checkpoint, latent
 from app.errors import CheckpointError
 
 ARCH = "mlp6"  # the reference architecture
+
+Quantisation = Literal["noise", "straight-through", "round"]
+
+
+class Reconstruction(NamedTuple):
+    """What `forward` gives: the pixels and the latents they were decoded from (for a rate term)."""
+
+    x_hat: torch.Tensor  # (N, 784) in (0, 1)
+    q: torch.Tensor  # (N, dims), after the quantisation
 
 
 def _mlp(sizes: list[int], last: nn.Module, activation: Callable[[], nn.Module] = nn.ReLU) -> nn.Sequential:
@@ -72,12 +81,28 @@ class CodecModel(nn.Module):
         y: torch.Tensor = self.decoder(z)
         return y
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decode(self.encode(x))
+    def quantize(self, z: torch.Tensor, mode: Quantisation, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The latents as the decoder sees them: `mode` "round" is the wire format's rounding (what is served),
+        "noise" and "straight-through" its stand-ins in training (rounding has no gradient). `generator`
+        draws the noise (None: torch's global one). The base is `mlp6`'s: float32 on the wire, no rounding."""
+        return z
+
+    def forward(
+        self, x: torch.Tensor, mode: Quantisation | None = None, generator: torch.Generator | None = None
+    ) -> Reconstruction:
+        """(N, 784) pixels -> their reconstruction and the latents decoded; by default noise while
+        training and the wire's rounding in eval mode, so what is measured is what is served."""
+        q = self.quantize(self.encode(x), mode or ("noise" if self.training else "round"), generator)
+        return Reconstruction(self.decode(q), q)
 
     def wire_format(self) -> latent.LatentFormat:
         """The latent format this model's bytes follow; ValueError when the checkpoint cannot make it."""
         return latent.get_format(self.latent_format)
+
+
+def uniform_noise(z: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """Uniform in [0, 1), z's shape; the same draws as `torch.rand_like(z)` when `generator` is None."""
+    return torch.rand(z.shape, generator=generator, dtype=z.dtype, device=z.device)
 
 
 @dataclass(frozen=True)
@@ -122,17 +147,14 @@ class QuantizedAutoencoder(CodecModel):
         self.encoder = _mlp(widths, nn.Sigmoid())
         self.decoder = _mlp(widths[::-1], nn.Sigmoid())
 
-    def quantize(self, z: torch.Tensor) -> torch.Tensor:
-        """Noise of one step while training, the wire format's exact rounding otherwise."""
+    def quantize(self, z: torch.Tensor, mode: Quantisation, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Noise of one step, or "24xu8"'s rounding to 1/levels (halves to even, as numpy's on the wire)."""
         steps: int = self.args.levels
-        if self.training:
-            noisy: torch.Tensor = z + (torch.rand_like(z) - 0.5) / steps
-            return noisy
         rounded: torch.Tensor = torch.round(z * steps) / steps
-        return rounded
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decode(self.quantize(self.encode(x)))
+        if mode == "noise":
+            noisy: torch.Tensor = z + (uniform_noise(z, generator) - 0.5) / steps
+            return noisy
+        return rounded if mode == "round" else z + (rounded - z).detach()
 
 
 def _gelu() -> nn.Module:
@@ -198,11 +220,14 @@ class EntropyCodedAutoencoder(CodecModel):
         total: torch.Tensor = -torch.log2(self.likelihood(q)).sum(dim=1)
         return total
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Training: uniform noise in place of rounding. Eval: rounded latents (without the coder's rate control)."""
-        z = self.encode(x)
-        q = z + torch.rand_like(z) - 0.5 if self.training else torch.round(z)
-        return self.decode(q)
+    def quantize(self, z: torch.Tensor, mode: Quantisation, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Uniform noise in [-1/2, 1/2), or rounding to the integers: served, or straight-through (the decoder
+        sees the integers, the gradient passes). "round" leaves out the coder's rate control."""
+        if mode == "noise":
+            noisy: torch.Tensor = z + uniform_noise(z, generator) - 0.5
+            return noisy
+        rounded = torch.round(z)
+        return rounded if mode == "round" else z + (rounded - z).detach()
 
     @torch.no_grad()
     def build_tables(self) -> None:
@@ -290,12 +315,12 @@ def _args_as_dict(args: Any) -> dict[str, Any]:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(args).items()}
 
 
-# The element-wise modules numpy can run (app.engine has the same names).
+# The element-wise modules numpy can run (app.codec.engine has the same names).
 _NUMPY_ACTIVATIONS: dict[type[nn.Module], str] = {nn.ReLU: "relu", nn.Sigmoid: "sigmoid", nn.Identity: "identity"}
 
 
 def numpy_program(model: nn.Module) -> checkpoint.Program | None:
-    """The encoder and decoder as steps numpy can run (see app.checkpoint); None if either is anything else."""
+    """The encoder and decoder as steps numpy can run (see app.codec.checkpoint); None if either is anything else."""
     program: checkpoint.Program = {}
     for part in ("encoder", "decoder"):
         stack = getattr(model, part, None)
@@ -328,7 +353,7 @@ def checkpoint_of(model: CodecModel, metadata: dict[str, Any]) -> checkpoint.Che
 
 
 def save_checkpoint(path: Path, model: CodecModel, metadata: dict[str, Any]) -> str:
-    """Write `model` to `path` (safetensors, app.checkpoint) atomically; returns its model id."""
+    """Write `model` to `path` (safetensors, app.codec.checkpoint) atomically; returns its model id."""
     return checkpoint.write(path, checkpoint_of(model, metadata))
 
 
@@ -354,35 +379,6 @@ def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> LoadedMod
     ckpt = checkpoint.read(path)
     model = torch_model(ckpt, path)
     return LoadedModel(model=model.to(device), model_id=ckpt.model_id, arch=ckpt.arch, metadata=ckpt.metadata)
-
-
-def load_torch_checkpoint(path: Path) -> LoadedModel:
-    """A format-1 checkpoint (torch pickle, `.pt`): only `python -m app.codec.checkpoint convert` reads these."""
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} not found")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many kinds for a damaged file
-        raise CheckpointError(f"checkpoint {path} is unreadable: {_one_line(exc)}") from exc
-    if not isinstance(ckpt, dict) or ckpt.get("format") != 1:
-        raise CheckpointError(f"checkpoint {path} is not an mnist-codec torch checkpoint (format 1)")
-    arch = ckpt.get("arch")
-    if arch not in ARCHITECTURES:
-        known = ", ".join(ARCHITECTURES)
-        raise CheckpointError(f"checkpoint {path} has architecture {arch!r}, expected one of: {known}")
-    try:
-        model = build_model(arch, dict(ckpt["model_args"]))
-        model.load_state_dict(ckpt["state_dict"], strict=True)
-        model.wire_format()  # "24xac": the frequency tables are sound and every digit can fit
-    except Exception as exc:
-        raise CheckpointError(f"checkpoint {path} does not fit the {arch} architecture: {_one_line(exc)}") from exc
-    model.eval().requires_grad_(False)
-    return LoadedModel(
-        model=model,
-        model_id=model_id(ckpt["state_dict"], arch),
-        arch=arch,
-        metadata=dict(ckpt.get("metadata") or {}),
-    )
 
 
 _one_line = checkpoint.one_line

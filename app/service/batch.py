@@ -232,12 +232,12 @@ async def encode_batch(request: Request) -> Response:
         count, answer = await off_loop(request, encode, items, len(body))
     else:  # a search: always in a search worker thread, whatever the batch's size
         count, answer = await to_thread.run_sync(encode, limiter=search_limiter(request))
-    observe_batch(request, count)
+    observe_batch(request, codec.model_id, count)
     return Response(answer, media_type=CONTAINER if container else OCTET_STREAM, headers={"X-Model-Id": codec.model_id})
 
 
 def container_bytes(codec: Codec, latents: bytes, names: list[str] | None) -> bytes:
-    step = latent.LATENT_BYTES
+    step = codec.format.nbytes
     items = [latents[i : i + step] for i in range(0, len(latents), step)]
     usable = names if names and all(_fits_container(name) for name in names) else None
     return latent.write_container(latent.Container(codec.model_id, codec.format.name, items, usable))
@@ -300,5 +300,5 @@ async def decode_batch(request: Request) -> Response:
         return npy_bytes(codec.decode_many(codec.format.unpack_many(data)))
 
     answer = await off_loop(request, decode, len(data) // step, len(data))
-    observe_batch(request, len(data) // step)
+    observe_batch(request, codec.model_id, len(data) // step)
     return Response(answer, media_type=NPY, headers={"X-Model-Id": codec.model_id})

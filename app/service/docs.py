@@ -20,14 +20,16 @@ PNG_UPLOADS = ("/encode", "/encode/batch")
 
 
 def describe_models(schema: dict[str, Any], codecs: Codecs) -> None:
-    """Point every `?model=` parameter at one enum of the served names; bound /decode's latent to its size."""
-    names = [codec.name for codec in codecs]
+    """Point every `?model=` parameter at one enum of the served names and model ids; bound /decode's latent
+    to its size."""
+    names = [*codecs.names(), *(codec.model_id for codec in codecs)]
     schemas = schema.setdefault("components", {}).setdefault("schemas", {})
     schemas[MODEL_NAME] = {
         "title": MODEL_NAME,
         "type": "string",
         "enum": names,
-        "description": f"A model this server holds (GET /models); {codecs.default_name} when absent.",
+        "description": f"A model this server holds (GET /models): a name means its current version, a model id "
+        f"exactly that version; {codecs.default_name} when absent.",
     }
     for operations in schema.get("paths", {}).values():
         for operation in operations.values():

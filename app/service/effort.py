@@ -102,7 +102,11 @@ async def encode_digit(request: Request, codec: Codec, pixels: np.ndarray, effor
 
 def describe_efforts(schema: dict[str, Any], codecs: Codecs) -> None:
     """Fill the OpenAPI `effort` parameter of the encode endpoints with each model's range and default."""
-    ranges = "; ".join(f"{c.name}: 0 to {c.max_effort}, default {c.default_effort}" for c in codecs)
+
+    def label(c: Codec) -> str:  # the name, or the id where the name has several versions
+        return c.model_id if len(codecs.versions[c.name]) > 1 else c.name
+
+    ranges = "; ".join(f"{label(c)}: 0 to {c.max_effort}, default {c.default_effort}" for c in codecs)
     defaults = {c.default_effort for c in codecs}
     default = {"default": defaults.pop()} if len(defaults) == 1 else {}  # one default for every model
     for path in ENDPOINTS:

@@ -28,9 +28,9 @@ log = logging.getLogger("app")
 
 ERROR_DESCRIPTIONS = {
     400: "Empty, corrupt or truncated upload, or a malformed multipart body.",
-    404: "?model= names no model this server holds; the detail lists the known ones.",
+    404: "?model= names no model (nor model id) this server holds; the detail lists the known ones.",
     408: "The request body did not arrive within the body deadline; the connection is closed.",
-    409: "X-Model-Id names other weights than the ones loaded.",
+    409: "X-Model-Id (or a container's id) names weights this server does not hold, or not a version of ?model=.",
     413: "Request body over the upload limit; when encoding, also more search work (digits x the effort's cost) "
     "than the server's max_search_work.",
     415: "An image, but not a PNG.",
@@ -85,8 +85,8 @@ MODEL_ID_PARAM = {
     "in": "header",
     "required": False,
     "description": (
-        "The id /encode returned with this latent: picks that model, or 409 when this server "
-        "has no such weights (or ?model names others)."
+        "The id /encode returned with this latent: picks that version (even when ?model= names its model and "
+        "another version is the default), or 409 when this server has no such weights (or ?model names others)."
     ),
     "schema": {"type": "string"},
 }
@@ -95,7 +95,8 @@ MODEL_PARAM = {
     "name": "model",
     "in": "query",
     "required": False,
-    "description": "Name of the model to use (GET /models lists them); the default model when absent.",
+    "description": "Name of the model to use (its newest or pinned version), or a model id for one version "
+    "(GET /models lists them); the default model when absent.",
     "schema": {"type": "string"},
 }
 
@@ -108,40 +109,19 @@ def loaded_codecs(request: Request) -> Codecs:
 
 
 def current_codec(request: Request) -> Codec:
-    """The model the request names with ?model=NAME, else the default; 404 for an unknown name."""
+    """The version ?model= (a name or a model id) means, else the default model's; 404 for an unknown one."""
     return loaded_codecs(request).get(request.query_params.get("model"))
 
 
 def codec_for_latent(request: Request, stored: str | None = None) -> Codec:
-    """For decoding: the model of ?model=NAME, or the one whose id the X-Model-Id header names
-    (or `stored`, the id a latent container holds).
-
-    A latent decoded by other weights than the ones that made it is a wrong digit with
-    no error, so a claimed id that no served model (or not the named one) has is a 409.
-    """
-    codecs = loaded_codecs(request)
+    """For decoding: the version ?model= means, or the one the X-Model-Id header names (or `stored`, the id a
+    latent container holds); `Codecs.resolve` says which, or why none (404, 409)."""
     claimed = request.headers.get("x-model-id")
-    if stored is not None:
-        if claimed is not None and claimed != stored:
-            raise ModelMismatchError(
-                f"X-Model-Id says {claimed[:60]!r} but the container says its latents were made by {stored!r}"
-            )
-        claimed = stored
-    name = request.query_params.get("model")
-    if claimed is None:
-        return codecs.get(name)
-    if name is None:
-        for codec in codecs:
-            if codec.model_id == claimed:
-                return codec
-        ids = ", ".join(codec.model_id for codec in codecs)
-        raise ModelMismatchError(f"the latent was made by model {claimed[:60]!r}; this server has {ids}")
-    codec = codecs.get(name)
-    if codec.model_id != claimed:
+    if stored is not None and claimed is not None and claimed != stored:
         raise ModelMismatchError(
-            f"the latent was made by model {claimed[:60]!r}; model {name!r} here is {codec.model_id!r}"
+            f"X-Model-Id says {claimed[:60]!r} but the container says its latents were made by {stored!r}"
         )
-    return codec
+    return loaded_codecs(request).resolve(request.query_params.get("model"), stored or claimed)
 
 
 async def read_file_field(request: Request, field: str, what: str) -> bytes:

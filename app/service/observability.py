@@ -31,7 +31,7 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -41,6 +41,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 from starlette.types import Scope
+
+from app.codec.codecs import Codec, Codecs
 
 REQUEST_ID_HEADER = "x-request-id"
 _REQUEST_ID_NAME = REQUEST_ID_HEADER.encode()
@@ -62,12 +64,21 @@ class Metrics:
         self.registry.register(self.requests)
         self.batch_size = Histogram(
             "mnist_codec_batch_size",
-            "Items per model call, by endpoint; batch endpoints report theirs with observe_batch().",
-            ["endpoint"],
+            "Items per model call, by endpoint and model version; batch endpoints report theirs with observe_batch().",
+            ["endpoint", "model_id"],
             buckets=BATCH_BUCKETS,
             registry=self.registry,
         )
         self.registry.register(ModelInfo(app))
+
+    def batch_observer(self, codec: Codec) -> Callable[[str, int], None]:
+        """What `codec`'s micro-batchers call with (endpoint, size): its own series, one per version."""
+        model_id = codec.model_id
+
+        def observe(endpoint: str, size: int) -> None:
+            self.batch_size.labels(endpoint=endpoint, model_id=model_id).observe(size)
+
+        return observe
 
     def count(self, endpoint: str, method: str, status: int, seconds: float) -> None:
         self.requests.observe(endpoint, method, status, seconds)
@@ -120,7 +131,8 @@ class RequestCounts(Collector):
 
 
 class ModelInfo(Collector):
-    """`mnist_codec_model_info{model_id, device} 1` for each model being served, read at scrape time."""
+    """`mnist_codec_model_info{model_id, device, name, current} 1` for each version being served, read at scrape
+    time; `current` is "true" for the version its name means."""
 
     def __init__(self, app: FastAPI) -> None:
         self.app = app
@@ -128,21 +140,23 @@ class ModelInfo(Collector):
     def collect(self) -> Iterator[Metric]:
         family = GaugeMetricFamily(
             "mnist_codec_model_info",
-            "The models being served (value 1), by model id and device.",
-            labels=["model_id", "device"],
+            "The model versions being served (value 1), by model id, device, name, and whether the name means it.",
+            labels=["model_id", "device", "name", "current"],
         )
-        for codec in getattr(self.app.state, "codecs", None) or ():
-            family.add_metric([codec.model_id, str(codec.device)], 1)
+        codecs: Codecs | None = getattr(self.app.state, "codecs", None)
+        for codec in codecs or ():
+            current = "true" if codecs is not None and codecs.means(codec) else "false"
+            family.add_metric([codec.model_id, str(codec.device), codec.name, current], 1)
         yield family
 
     def describe(self) -> Iterator[Metric]:
         return iter(())  # values depend on the app's state: collect only at scrape time
 
 
-def observe_batch(request: Request, size: int) -> None:
-    """For batch endpoints: record how many items one request handed to the model."""
+def observe_batch(request: Request, model_id: str, size: int) -> None:
+    """For batch endpoints: record how many items one request handed to the model version `model_id`."""
     metrics: Metrics = request.app.state.metrics
-    metrics.batch_size.labels(endpoint=endpoint_of(request.scope)).observe(size)
+    metrics.batch_size.labels(endpoint=endpoint_of(request.scope), model_id=model_id).observe(size)
 
 
 def endpoint_of(scope: Scope) -> str:

@@ -20,8 +20,19 @@ class Ready(BaseModel):
 class LatentFormatInfo(BaseModel):
     name: str = Field(description='Format name, e.g. "6xf32le".')
     bytes: int = Field(description="Size of one latent in bytes.")
-    dtype: str = Field(description='numpy dtype of one value, e.g. "<f4".')
-    dims: int = Field(description="Number of values in one latent.")
+    dtype: str | None = Field(
+        description='numpy dtype that reads a latent\'s bytes as its values, e.g. "<f4" '
+        "(numpy.fromfile); null when the bytes are a code (coded: true)."
+    )
+    dims: int = Field(description="Number of values in one latent: the symbols the decoder takes.")
+    coded: bool = Field(
+        description="True when the bytes are an entropy code of the values, which only the model's own "
+        "frequency tables decode (24xac), rather than the values end to end."
+    )
+    symbol_dtype: str = Field(
+        description='numpy dtype of one value as sent: "<f4" float32, "|u1" a byte (value = byte / 255), '
+        '"<i8" an integer (24xac).'
+    )
 
 
 class EffortInfo(BaseModel):
@@ -39,9 +50,20 @@ class EffortInfo(BaseModel):
 
 
 class ModelInfo(BaseModel):
-    name: str
-    id: str = Field(description="Name + first 12 hex digits of the weights' SHA-256; sent as X-Model-Id.")
-    default: bool
+    """One version: a checkpoint of a model, known by its id."""
+
+    name: str = Field(description="The model's name (its architecture): ?model=NAME means the `current` version.")
+    id: str = Field(
+        description="Name + first 12 hex digits of the weights' SHA-256; sent as X-Model-Id; ?model=ID means it."
+    )
+    trained_at: str | None = Field(
+        description="When the weights were made, ISO-8601 UTC (null: the checkpoint does not say; sorts oldest)."
+    )
+    current: bool = Field(
+        description="Whether ?model=NAME means this version: the newest by trained_at, or the one the server pins "
+        "(MNIST_CODEC_DEFAULT_VERSIONS)."
+    )
+    default: bool = Field(description="Whether a request that names no model gets this version.")
     device: str
     latent_format: LatentFormatInfo
     test_psnr_db: float | None = Field(
@@ -53,8 +75,10 @@ class ModelInfo(BaseModel):
 
 
 class ModelList(BaseModel):
-    default: str
-    models: list[ModelInfo]
+    default: str = Field(description="The model (name) used when a request names none.")
+    default_id: str = Field(description="The version that name means.")
+    names: dict[str, str] = Field(description="Each model name -> the id of the version ?model=NAME means.")
+    models: list[ModelInfo] = Field(description="Every version served, in the server's settings order.")
     max_search_work: int = Field(
         description="Most search work one encode request may ask for: its digits x the cost of its effort level "
         "(levels above 0 only); more is a 413."

@@ -42,7 +42,7 @@ import torch
 from PIL import Image, features
 
 from app.codec import blas, imaging
-from app.codec.codecs import Codec, figures_path, load_codec, load_codecs, pick_device
+from app.codec.codecs import Codec, Codecs, figures_path, load_codec, load_codecs, pick_device
 from app.errors import DataError, StartupError
 from app.settings import Settings
 from app.training import quality
@@ -94,7 +94,12 @@ def measure_classic(digits: np.ndarray, codec: str, params: dict[str, Any]) -> R
     return _row(codec, setting, "classic", digits, np.array(sizes), np.stack(decoded), seconds)
 
 
-def measure_model(digits: np.ndarray, codec: Codec, kind: str = "model") -> Row:
+def version_label(codec: Codec, codecs: Codecs) -> str:
+    """The model's name, and its id where the name has several versions (so their rows stay apart)."""
+    return codec.name if len(codecs.versions[codec.name]) == 1 else f"{codec.name} {codec.model_id}"
+
+
+def measure_model(digits: np.ndarray, codec: Codec, kind: str = "model", label: str | None = None) -> Row:
     start = time.perf_counter()
     sizes, decoded = [], []
     for pixels in digits:
@@ -105,7 +110,7 @@ def measure_model(digits: np.ndarray, codec: Codec, kind: str = "model") -> Row:
     if kind == "curve":
         name, setting = f"{codec.name} at {codec.format.nbytes} B", f"{codec.format.name}, {codec.format.nbytes} bytes"
     else:
-        name, setting = codec.name, codec.format.name
+        name, setting = label or codec.name, codec.format.name
     return _row(name, setting, kind, digits, np.array(sizes), np.stack(decoded), seconds)
 
 
@@ -126,7 +131,9 @@ class EffortRow:
     batch: int
 
 
-def measure_efforts(digits: np.ndarray, codec: Codec, alone: int, batch: int) -> list[EffortRow]:
+def measure_efforts(
+    digits: np.ndarray, codec: Codec, alone: int, batch: int, label: str | None = None
+) -> list[EffortRow]:
     """Every effort level of `codec` on `digits`: quality as served, cost alone and in a batch.
 
     The bytes come from batches (a digit's bytes do not depend on its batch, which the tests
@@ -151,7 +158,7 @@ def measure_efforts(digits: np.ndarray, codec: Codec, alone: int, batch: int) ->
             us_batch = (time.process_time() - start) / min(batch, len(digits)) * 1e6
         rows.append(
             EffortRow(
-                model=codec.name,
+                model=label or codec.name,
                 model_id=codec.model_id,
                 level=effort.level,
                 steps=effort.steps,
@@ -282,7 +289,7 @@ def plot(rows: list[Row], path: Path, digits: int, efforts: Sequence[EffortRow] 
 
 def load_test_digits(root: Path, limit: int | None) -> np.ndarray:
     """The MNIST test digits as an (N, 28, 28) uint8 array, after the data checks training does."""
-    from app.training.train import load_mnist
+    from app.training.loop import load_mnist
 
     _, test_x, _ = load_mnist(root, limit)
     return test_x.reshape(-1, imaging.SIDE, imaging.SIDE).numpy()
@@ -321,7 +328,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         device = pick_device(args.device)
         digits = load_test_digits(args.data_root, args.limit)
-        codecs = list(load_codecs(settings, device))
+        codecs = load_codecs(settings, device)
         curve = [load_codec(path, device) for path in args.curve]
     except (DataError, StartupError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -329,12 +336,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(1)  # batch-1 inference, as the service runs it
     rows = []
     for codec in codecs:
-        rows.append(measure_model(digits, codec))
+        rows.append(measure_model(digits, codec, label=version_label(codec, codecs)))
         log.info("%s", rows[-1])
     efforts: list[EffortRow] = []
     if args.efforts:
-        for path, codec in zip(settings.checkpoints(), codecs, strict=True):
-            measured = measure_efforts(digits, codec, args.alone, args.batch)
+        for codec in codecs:  # every version once (two paths to the same weights: the first)
+            path = Path(codec.source)  # loaded from the settings: a path
+            measured = measure_efforts(digits, codec, args.alone, args.batch, version_label(codec, codecs))
             efforts += measured
             if len(digits) == 10_000:
                 write_figures(figures_path(path), measured, command)

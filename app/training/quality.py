@@ -12,19 +12,36 @@ Computed here in numpy (a separable filter as two small matrix products) rather
 than with a new dependency.
 """
 
-import numpy as np
+from typing import TypeVar
 
-PERFECT_PSNR_DB = 100.0  # a lossless image counts as 100 dB, not infinity, so means stay finite
+import numpy as np
+import torch
+
+# The one PSNR of every measurement (evaluation, the trainers' test figures): a lossless image counts as
+# PERFECT_PSNR_DB, not infinity, so means stay finite. MSE_FLOOR is where that cap sits, 1e-10, below the
+# smallest MSE two different 8-bit digits can have (1 / (784 * 255**2), about 2e-8): on digits it changes
+# nothing but the lossless case. (The losses' own, softer cap is `app.training.loop.LOSS_MSE_OFFSET`.)
+MSE_FLOOR = 1e-10
+PERFECT_PSNR_DB = 100.0  # = 10 log10(1 / MSE_FLOOR)
 WINDOW = 11
 SIGMA = 1.5
 K1, K2 = 0.01, 0.03
 
+Array = TypeVar("Array", np.ndarray, torch.Tensor)
+
+
+def psnr_from_mse(mse: Array) -> Array:
+    """Mean squared errors of images in [0, 1] (numpy or torch) -> PSNR in dB, at most PERFECT_PSNR_DB."""
+    if isinstance(mse, torch.Tensor):
+        return 10 * torch.log10(1 / mse.clamp_min(MSE_FLOOR))
+    result: np.ndarray = 10 * np.log10(1 / np.maximum(mse, MSE_FLOOR))
+    return result
+
 
 def psnr_db(original: np.ndarray, decoded: np.ndarray) -> np.ndarray:
-    """Per-image PSNR in dB; a perfect image scores PERFECT_PSNR_DB."""
+    """Per-image PSNR in dB of 8-bit images; a perfect image scores PERFECT_PSNR_DB."""
     a, b = _as_batch(original), _as_batch(decoded)
-    mse = ((a - b) ** 2).mean(axis=(1, 2))
-    return np.where(mse > 0, 10 * np.log10(1 / np.maximum(mse, 1e-30)), PERFECT_PSNR_DB)
+    return psnr_from_mse(((a - b) ** 2).mean(axis=(1, 2)))
 
 
 def ssim(original: np.ndarray, decoded: np.ndarray) -> np.ndarray:

@@ -8,8 +8,11 @@ Each architecture has its own recipe (`RECIPES`); every flag overrides it.
   lr 2e-3, seed 42, and a loss that is minus the mean per-image PSNR (the mean
   of 10 log10(MSE) over the batch) rather than the MSE: the evaluation averages
   PSNR over digits, and the MSE under-weights the digits that are already good.
-- `ec64` is not trained here: `python -m app.training.train_ec` (a rate term,
-  a learned prior and frequency tables).
+- `ec64` has its own command, `python -m app.training.train_ec` (a rate term,
+  a learned prior and frequency tables); both run the one loop, `app.training.loop.fit`.
+
+The loop calls the model's `forward`, which in training mode puts the model's own
+stand-in for its rounding (noise, `CodecModel.quantize`) on the latents.
 
 Pixels are b / 255 in [0, 1]; training uses MNIST's 60,000 training digits and
 validates on its 10,000 test digits. The whole data set lives in memory as one
@@ -22,7 +25,6 @@ checksums, per-epoch losses, final test metrics) and two pictures.
 """
 
 import argparse
-import json
 import logging
 import math
 import shlex
@@ -36,9 +38,10 @@ from typing import Any, Literal
 import torch
 
 from app.codec.codecs import pick_device
-from app.codec.model import ARCH, ARCHITECTURES, CodecModel, build_model, save_checkpoint
+from app.codec.model import ARCH, ARCHITECTURES, CodecModel, build_model
 from app.errors import DataError, StartupError
-from app.training import data
+from app.training import loop
+from app.training.quality import psnr_from_mse
 
 log = logging.getLogger("app.training.train")
 
@@ -89,7 +92,7 @@ def parse_args(argv: Sequence[str] | None) -> TrainConfig:
     )
     p.add_argument("--arch", choices=list(RECIPES), default=ARCH, help=f"architecture (default {ARCH})")
     p.add_argument(
-        "--hidden", type=_widths, default=d.hidden, metavar="W1,W2,...",
+        "--hidden", type=loop.widths, default=d.hidden, metavar="W1,W2,...",
         help="hidden layer widths of the encoder, mirrored in the decoder (default: the architecture's)",
     )  # fmt: skip
     p.add_argument("--epochs", type=int, default=d.epochs, help=f"passes over the data (default {d.epochs})")
@@ -114,31 +117,6 @@ def parse_args(argv: Sequence[str] | None) -> TrainConfig:
     return replace(d, **vars(args))
 
 
-def _widths(text: str) -> tuple[int, ...]:
-    try:
-        widths = tuple(int(w) for w in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated widths like 512,256, got {text!r}") from None
-    if not widths or min(widths) < 1:
-        raise argparse.ArgumentTypeError(f"widths must be positive, got {text!r}")
-    return widths
-
-
-def load_mnist(root: Path, limit: int | None) -> tuple[torch.Tensor, torch.Tensor, dict[str, str]]:
-    """Training and test digits as (N, 784) uint8 tensors, and the files' MD5s."""
-    from torchvision.datasets import MNIST  # slow to import; only training needs it
-
-    raw = data.prepare(root)
-    train = MNIST(str(root), train=True, download=False).data
-    test = MNIST(str(root), train=False, download=False).data
-    return train[:limit].reshape(-1, 784), test[:limit].reshape(-1, 784), data.verified_md5s(raw)
-
-
-def to_unit(pixels: torch.Tensor) -> torch.Tensor:
-    """uint8 bytes -> float32 in [0, 1], exactly as the service maps them."""
-    return pixels.to(torch.float32) / 255
-
-
 @torch.inference_mode()
 def evaluate(model: CodecModel, pixels: torch.Tensor, batch: int = 2000) -> dict[str, float]:
     """Test MSE, mean per-image PSNR, and the PSNR after the service's rounding to bytes.
@@ -148,30 +126,68 @@ def evaluate(model: CodecModel, pixels: torch.Tensor, batch: int = 2000) -> dict
     model.eval()
     sq_errors, served_errors = [], []
     for chunk in torch.split(pixels, batch):
-        x = to_unit(chunk)
-        y = model(x)
+        x = loop.to_unit(chunk)
+        y = model(x).x_hat
         sq_errors.append(((y - x) ** 2).mean(dim=1))
-        served = (y.clamp(0, 1) * 255).round() / 255
+        served = loop.as_served(y)
         served_errors.append(((served - x) ** 2).mean(dim=1))
     mse_per_image = torch.cat(sq_errors).double()
     served_per_image = torch.cat(served_errors).double()
     return {
         "mse": mse_per_image.mean().item(),
-        "psnr_mean_db": psnr(mse_per_image).mean().item(),
-        "served_psnr_mean_db": psnr(served_per_image).mean().item(),
+        "psnr_mean_db": psnr_from_mse(mse_per_image).mean().item(),
+        "served_psnr_mean_db": psnr_from_mse(served_per_image).mean().item(),
     }
 
 
-def psnr(mse: torch.Tensor) -> torch.Tensor:
-    """PSNR in dB for images in [0, 1]; a perfect image counts as 100 dB, not infinity."""
-    return 10 * torch.log10(1 / mse.clamp_min(1e-10))
-
-
 def loss_fn(kind: Loss, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """MSE, or minus the mean per-image PSNR in dB (as 10 log10 MSE; 1e-5 caps a digit at 50 dB)."""
+    """MSE, or minus the mean per-image PSNR in dB as the losses count it (`loop.loss_psnr`)."""
     if kind == "mse":
         return ((y - x) ** 2).mean()
-    return (10 * torch.log10(((y - x) ** 2).mean(dim=1) + 1e-5)).mean()
+    return -loop.loss_psnr(y, x).mean()
+
+
+class AutoencoderObjective:
+    """`mlp6` and `mlp24` in the one loop: the recipe's loss of `forward` (noise in training), a torch scheduler."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        model: CodecModel,
+        scheduler: torch.optim.lr_scheduler.LRScheduler | None,
+        train_digits: int,
+        test_x: torch.Tensor,
+    ) -> None:
+        self.config, self.model, self.scheduler = config, model, scheduler
+        self.train_digits, self.test_x = train_digits, test_x
+        self.total = 0.0
+        self.start = time.perf_counter()
+
+    def start_epoch(self, epoch: int, progress: float) -> None:
+        self.total = 0.0
+
+    def loss(self, x: torch.Tensor) -> torch.Tensor:
+        loss = loss_fn(self.config.loss, self.model(x).x_hat, x)
+        self.total += loss.item() * len(x)
+        return loss
+
+    def lr(self, progress: float) -> float | None:
+        return None  # the optimizer's constant, or the scheduler's
+
+    def after_step(self) -> None:
+        if self.scheduler is not None:
+            self.scheduler.step()
+
+    def end_epoch(self, epoch: int, seen: int, done: bool) -> tuple[dict[str, Any], bool]:
+        val = evaluate(self.model, self.test_x)
+        row = {
+            "epoch": epoch,
+            "train_loss": self.total / self.train_digits,
+            "val_loss": val["mse"],
+            "val_psnr_db": val["psnr_mean_db"],
+            "seconds": time.perf_counter() - self.start,
+        }
+        return row, False
 
 
 def train(
@@ -180,11 +196,6 @@ def train(
     torch.manual_seed(config.seed)
     if config.threads:
         torch.set_num_threads(config.threads)
-    # Denormal floats (below 1.2e-38, e.g. a saturated sigmoid's gradient) flushed to zero: on some
-    # CPUs they are many times slower. Added while chasing slow mlp24 epochs, which turned out to be
-    # other jobs on the machine (it changed neither the speed nor the first epochs' numbers); kept
-    # because the committed mlp24 weights were trained with it.
-    torch.set_flush_denormal(True)
     model = build_model(config.arch, None if config.hidden is None else {"hidden": list(config.hidden)}).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     steps = config.epochs * math.ceil(len(train_x) / config.batch_size)
@@ -195,72 +206,43 @@ def train(
     )
     shuffle = torch.Generator().manual_seed(config.seed)
     train_x, test_x = train_x.to(device), test_x.to(device)
-    history: list[dict[str, float]] = []
-    start = time.perf_counter()
-    for epoch in range(1, config.epochs + 1):
-        model.train()
-        total = 0.0
-        order = torch.randperm(len(train_x), generator=shuffle).to(device)
-        for idx in torch.split(order, config.batch_size):
-            x = to_unit(train_x[idx])
-            loss = loss_fn(config.loss, model(x), x)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()  # type: ignore[no-untyped-call]  # torch leaves it unannotated
-            optimizer.step()
-            if scheduler is not None:
-                scheduler.step()
-            total += loss.item() * len(idx)
-        val = evaluate(model, test_x)
-        row = {
-            "epoch": epoch,
-            "train_loss": total / len(train_x),
-            "val_loss": val["mse"],
-            "val_psnr_db": val["psnr_mean_db"],
-            "seconds": time.perf_counter() - start,
-        }
-        history.append(row)
-        log.info(
-            "epoch %3d/%d  train %.5f  val %.5f  psnr %.2f dB  %.0fs",
-            epoch, config.epochs, row["train_loss"], row["val_loss"], row["val_psnr_db"], row["seconds"],
-        )  # fmt: skip
+    objective = AutoencoderObjective(config, model, scheduler, len(train_x), test_x)
+    # Denormal floats (below 1.2e-38, e.g. a saturated sigmoid's gradient) flushed to zero: on some
+    # CPUs they are many times slower. Added while chasing slow mlp24 epochs, which turned out to be
+    # other jobs on the machine (it changed neither the speed nor the first epochs' numbers); kept
+    # because the committed mlp24 weights were trained with it.
+    with loop.flush_denormals():
+        history = loop.fit(model, optimizer, train_x, config.batch_size, shuffle, loop.Budget(config.epochs), objective)
     return model, history
 
 
-def write_pictures(
-    out: Path, config: TrainConfig, history: list[dict[str, float]], model: CodecModel, test_x: torch.Tensor
-) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def pictures(
+    config: TrainConfig, history: list[dict[str, Any]], model: CodecModel, test_x: torch.Tensor
+) -> loop.Pictures:
     epochs = [row["epoch"] for row in history]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    if config.loss == "mse":
-        ax.plot(epochs, [row["train_loss"] for row in history], label="train")
-        ax.plot(epochs, [row["val_loss"] for row in history], label="validation (test set)")
-        ax.set(xlabel="epoch", ylabel="MSE", yscale="log", title=f"{config.arch} autoencoder")
-    else:  # the loss is -PSNR: plot PSNR, higher is better
-        ax.plot(epochs, [-row["train_loss"] for row in history], label="train (with quantisation noise)")
-        ax.plot(epochs, [row["val_psnr_db"] for row in history], label="validation (test set, rounded latents)")
-        ax.set(xlabel="epoch", ylabel="mean PSNR (dB)", title=f"{config.arch} autoencoder")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "loss_curve.png", dpi=100)
-    plt.close(fig)
-
     n = min(10, len(test_x))
     with torch.inference_mode():
-        originals = to_unit(test_x[:n]).cpu()
-        recon = model.cpu()(originals)
-    fig, axes = plt.subplots(2, n, figsize=(n, 2.2), squeeze=False)
-    for i in range(n):
-        for row, images in enumerate((originals, recon)):
-            axes[row][i].imshow(images[i].reshape(28, 28).numpy(), cmap="gray", vmin=0, vmax=1)
-            axes[row][i].axis("off")
-    fig.suptitle("test digits (top) and their reconstructions from 24 bytes (bottom)", fontsize=8)
-    fig.savefig(out / "reconstructions.png", dpi=100)
-    plt.close(fig)
+        originals = loop.to_unit(test_x[:n]).cpu()
+        decoded = model.cpu()(originals).x_hat
+    if config.loss == "mse":
+        curves = [
+            loop.Curve("train", epochs, [row["train_loss"] for row in history]),
+            loop.Curve("validation (test set)", epochs, [row["val_loss"] for row in history]),
+        ]
+    else:  # the loss is -PSNR: plot PSNR, higher is better
+        curves = [
+            loop.Curve("train (with quantisation noise)", epochs, [-row["train_loss"] for row in history]),
+            loop.Curve("validation (test set, rounded latents)", epochs, [row["val_psnr_db"] for row in history]),
+        ]
+    return loop.Pictures(
+        title=f"{config.arch} autoencoder",
+        ylabel="MSE" if config.loss == "mse" else "mean PSNR (dB)",
+        curves=curves,
+        log_scale=config.loss == "mse",
+        originals=originals.numpy(),
+        decoded=decoded.numpy(),
+        caption="test digits (top) and their reconstructions from 24 bytes (bottom)",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -269,30 +251,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = " ".join(["python -m app.training.train", shlex.join(sys.argv[1:] if argv is None else argv)]).strip()
     try:
         device = torch.device(pick_device(config.device))
-        train_x, test_x, md5s = load_mnist(config.data_root, config.limit)
+        train_x, test_x, md5s = loop.load_mnist(config.data_root, config.limit)
     except (DataError, StartupError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     log.info("training on %d digits, validating on %d, device %s", len(train_x), len(test_x), device)
     model, history = train(config, train_x, test_x, device)
     test = evaluate(model, test_x.to(device))
-    metrics: dict[str, Any] = {
-        "command": command,
-        "arch": config.arch,
-        "config": {**asdict(config), "out": str(config.out), "data_root": str(config.data_root)},
-        "device": str(device),
-        "torch": str(torch.__version__),
-        "data_md5": md5s,
-        "train_digits": len(train_x),
-        "test_digits": len(test_x),
-        "train_seconds": round(history[-1]["seconds"], 1),
-        "epochs": history,
-        "test": test,
-    }
-    config.out.mkdir(parents=True, exist_ok=True)
-    metrics["model_id"] = save_checkpoint(config.out / f"{config.arch}.safetensors", model.cpu(), metadata=metrics)
-    (config.out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    write_pictures(config.out, config, history, model, test_x.cpu())
+    config_dict = asdict(config)
+    metrics = loop.run_metrics(command, model, config_dict, str(device), md5s, (len(train_x), len(test_x)), history)
+    metrics["test"] = test
+    loop.finish(config.out, model.cpu(), metrics, pictures(config, history, model, test_x.cpu()))
     log.info(
         "done in %.0fs: test MSE %.4f, mean PSNR %.2f dB (%.2f dB as served); model %s",
         metrics["train_seconds"], test["mse"], test["psnr_mean_db"], test["served_psnr_mean_db"], metrics["model_id"],

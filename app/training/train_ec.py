@@ -39,7 +39,6 @@ model for another budget (the rate-distortion curve; such a checkpoint is not se
 
 import argparse
 import itertools
-import json
 import logging
 import math
 import shlex
@@ -58,17 +57,10 @@ import torch.nn.functional as F
 from app.codec import arith, checkpoint
 from app.codec.engine import make_engine
 from app.codec.latent import ArithmeticCodedFormat
-from app.codec.model import (
-    MIN_SCALE,
-    EntropyCodedArgs,
-    EntropyCodedAutoencoder,
-    checkpoint_of,
-    model_id,
-    save_checkpoint,
-)
+from app.codec.model import MIN_SCALE, EntropyCodedArgs, EntropyCodedAutoencoder, checkpoint_of, model_id
 from app.errors import DataError
-from app.training import augment, quality
-from app.training.train import load_mnist, to_unit
+from app.training import augment, loop, quality
+from app.training.quality import psnr_from_mse
 
 log = logging.getLogger("app.training.train_ec")
 
@@ -108,16 +100,6 @@ class ECConfig:
     bit_reward: float = 0.0
     hidden: tuple[int, ...] = (512, 256)
     decoder_hidden: tuple[int, ...] | None = None
-
-
-def _widths(text: str) -> tuple[int, ...]:
-    try:
-        widths = tuple(int(w) for w in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of widths") from None
-    if not widths or min(widths) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: widths must be positive")
-    return widths
 
 
 def parse_args(argv: Sequence[str] | None) -> ECConfig:
@@ -172,9 +154,9 @@ def parse_args(argv: Sequence[str] | None) -> ECConfig:
                     help="--budget hinge: minus this per bit a digit spends up to the cap, paid by the encoder "
                     "alone (default 0)")  # fmt: skip
     v2.add_argument(
-        "--hidden", type=_widths, default=d.hidden, help="encoder widths, mirrored by the decoder (default 512,256)"
+        "--hidden", type=loop.widths, default=d.hidden, help="encoder widths, mirrored by the decoder (default 512,256)"
     )
-    v2.add_argument("--decoder-hidden", type=_widths, default=None,
+    v2.add_argument("--decoder-hidden", type=loop.widths, default=None,
                     help="decoder widths from the latent up, when not the encoder's mirror (research only: "
                     "EntropyCodedArgs has one `hidden`, so such weights are not written as a checkpoint)")  # fmt: skip
     args = p.parse_args(argv)
@@ -301,6 +283,97 @@ def encoder_bits(model: EntropyCodedAutoencoder, q: torch.Tensor) -> torch.Tenso
     return bits
 
 
+class EntropyCodedObjective:
+    """`ec64` in the one loop: -PSNR + the rate terms (`loss_of`) of `forward`, noise then straight-through,
+    lam adapted after every step, the one-cycle rate by progress, and the evaluations (EMA, validation)."""
+
+    def __init__(
+        self,
+        config: ECConfig,
+        model: EntropyCodedAutoencoder,
+        optimizer: torch.optim.Optimizer,
+        noise: torch.Generator,
+        train_digits: int,
+        test_x: torch.Tensor,
+        val_x: torch.Tensor | None,
+    ) -> None:
+        self.config, self.model, self.optimizer, self.noise = config, model, optimizer, noise
+        self.train_digits, self.test_x, self.val_x = train_digits, test_x, val_x
+        self.average = WeightAverage(model, config.ema) if config.ema > 0 else None
+        self.lam = 0.0
+        self.best: tuple[float, int, list[torch.Tensor]] | None = None  # validation PSNR, epoch, the weights
+        self.stale = 0
+        self.history: list[dict[str, Any]] = []  # the rows so far, for state.pt
+        self.wall_start, self.cpu_start = time.perf_counter(), time.process_time()
+        self.straight_through = False
+        self.psnr_sum = self.bits_sum = self.over = 0.0
+        self.bits = torch.zeros(0)
+
+    def start_epoch(self, epoch: int, progress: float) -> None:
+        config = self.config
+        self.straight_through = progress > 0.5 if config.minutes is not None else epoch > config.epochs // 2
+        self.psnr_sum = self.bits_sum = self.over = 0.0
+
+    def loss(self, x: torch.Tensor) -> torch.Tensor:
+        config = self.config
+        x = augment.elastic(x, config.elastic, config.elastic_sigma, self.noise)
+        x = augment.shift(x, config.shift, self.noise)
+        y, q = self.model(x, "straight-through" if self.straight_through else "noise", self.noise)
+        psnr = loop.loss_psnr(y, x)
+        loss, self.bits = loss_of(config, self.model, psnr, q, self.lam)
+        self.psnr_sum += psnr.sum().item()
+        return loss
+
+    def lr(self, progress: float) -> float:
+        return onecycle_lr(self.config.lr, progress)
+
+    def after_step(self) -> None:
+        if self.average is not None:
+            self.average.update(self.model)
+        if self.config.budget == "mean":
+            self.lam += 1e-5 * (self.bits.mean().item() - self.config.target_bits)
+        self.bits_sum += self.bits.sum().item()
+        self.over += (self.bits > self.config.cap_bits).sum().item()
+
+    def end_epoch(self, epoch: int, seen: int, done: bool) -> tuple[dict[str, Any], bool]:
+        config, model = self.config, self.model
+        row: dict[str, Any] = {
+            "epoch": epoch,
+            "phase": "straight-through" if self.straight_through else "noise",
+            "train_psnr_db": self.psnr_sum / seen,
+            "train_bits": self.bits_sum / seen,
+            "train_over_cap": self.over / seen,
+            "lam": self.lam,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "seconds": time.perf_counter() - self.wall_start,
+            "cpu_seconds": time.process_time() - self.cpu_start,
+        }
+        if done and seen < self.train_digits:
+            row["digits_this_epoch"] = seen
+        stop = False
+        if epoch % config.eval_every == 0 or done:
+            with self.average.applied(model) if self.average is not None else nullcontext():
+                row.update(ideal_metrics(model, self.test_x, 8 * config.code_bytes))
+                if self.val_x is not None:
+                    val = ideal_metrics(model, self.val_x, 8 * config.code_bytes)
+                    row["val_psnr_db_rounded"], row["val_bits_mean"] = (
+                        val["test_psnr_db_rounded"],
+                        val["test_bits_mean"],
+                    )
+                    if self.best is None or row["val_psnr_db_rounded"] > self.best[0]:
+                        weights = [p.detach().clone() for p in model.parameters()]
+                        self.best, self.stale = (row["val_psnr_db_rounded"], epoch, weights), 0
+                    else:
+                        self.stale += 1
+                config.out.mkdir(parents=True, exist_ok=True)
+                torch.save({"state_dict": model.state_dict(), "history": [*self.history, row]}, config.out / "state.pt")
+            if config.patience is not None and self.stale >= config.patience:
+                row["stopped_early"] = True
+                stop = True
+        self.history.append(row)
+        return row, stop
+
+
 def train(
     config: ECConfig,
     model: EntropyCodedAutoencoder,
@@ -310,105 +383,19 @@ def train(
 ) -> list[dict[str, Any]]:
     torch.manual_seed(config.seed)
     optimizer = make_optimizer(config, model)
-    average = WeightAverage(model, config.ema) if config.ema > 0 else None
-    steps_per_epoch = math.ceil(len(train_x) / config.batch_size)
-    total_steps = config.epochs * steps_per_epoch
+    # One generator for the shuffling, the augmentations and the noise, in that order of draws.
     generator = torch.Generator().manual_seed(config.seed)
-    lam = 0.0
-    history: list[dict[str, Any]] = []
-    best: tuple[float, int, list[torch.Tensor]] | None = None  # validation PSNR, epoch, the weights evaluated
-    stale = 0
+    objective = EntropyCodedObjective(config, model, optimizer, generator, len(train_x), test_x, val_x)
     clock = time.process_time if config.clock == "cpu" else time.perf_counter
-    start, wall_start, cpu_start = clock(), time.perf_counter(), time.process_time()
-    step, done, epoch = 0, False, 0
-
-    def progress() -> float:
-        if config.minutes is not None:
-            return (clock() - start) / (60 * config.minutes)
-        return step / total_steps
-
-    while not done:
-        epoch += 1
-        model.train()
-        straight_through = progress() > 0.5 if config.minutes is not None else epoch > config.epochs // 2
-        order = torch.randperm(len(train_x), generator=generator)
-        psnr_sum = bits_sum = over = 0.0
-        seen = 0
-        for i in range(steps_per_epoch):
-            x = to_unit(train_x[order[i * config.batch_size : (i + 1) * config.batch_size]])
-            x = augment.elastic(x, config.elastic, config.elastic_sigma, generator)
-            x = augment.shift(x, config.shift, generator)
-            z = model.encoder(x)
-            if straight_through:
-                q = z + (torch.round(z) - z).detach()
-            else:
-                q = z + torch.rand(z.shape, generator=generator) - 0.5
-            y = model.decoder(q)
-            psnr = -10 * torch.log10(((y - x) ** 2).mean(dim=1) + 1e-5)
-            loss, bits = loss_of(config, model, psnr, q, lam)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()  # type: ignore[no-untyped-call]
-            now = progress()
-            for group in optimizer.param_groups:
-                group["lr"] = onecycle_lr(config.lr, min(now, 1.0))
-            optimizer.step()
-            if average is not None:
-                average.update(model)
-            step += 1
-            if config.budget == "mean":
-                lam += 1e-5 * (bits.mean().item() - config.target_bits)
-            psnr_sum += psnr.sum().item()
-            bits_sum += bits.sum().item()
-            over += (bits > config.cap_bits).sum().item()
-            seen += len(x)
-            if (config.minutes is not None and progress() >= 1.0) or (config.minutes is None and step >= total_steps):
-                done = True
-                break
-        row: dict[str, Any] = {
-            "epoch": epoch,
-            "phase": "straight-through" if straight_through else "noise",
-            "train_psnr_db": psnr_sum / seen,
-            "train_bits": bits_sum / seen,
-            "train_over_cap": over / seen,
-            "lam": lam,
-            "lr": optimizer.param_groups[0]["lr"],
-            "seconds": time.perf_counter() - wall_start,
-            "cpu_seconds": time.process_time() - cpu_start,
-        }
-        if done and seen < len(train_x):
-            row["digits_this_epoch"] = seen
-        if epoch % config.eval_every == 0 or done:
-            with average.applied(model) if average is not None else nullcontext():
-                row.update(ideal_metrics(model, test_x, 8 * config.code_bytes))
-                if val_x is not None:
-                    val = ideal_metrics(model, val_x, 8 * config.code_bytes)
-                    row["val_psnr_db_rounded"], row["val_bits_mean"] = (
-                        val["test_psnr_db_rounded"],
-                        val["test_bits_mean"],
-                    )
-                    if best is None or row["val_psnr_db_rounded"] > best[0]:
-                        best, stale = (
-                            (row["val_psnr_db_rounded"], epoch, [p.detach().clone() for p in model.parameters()]),
-                            0,
-                        )
-                    else:
-                        stale += 1
-                config.out.mkdir(parents=True, exist_ok=True)
-                torch.save({"state_dict": model.state_dict(), "history": [*history, row]}, config.out / "state.pt")
-            if config.patience is not None and stale >= config.patience:
-                row["stopped_early"] = True
-                done = True
-        history.append(row)
-        log.info(
-            "epoch %d %s", epoch, json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()})
-        )
+    budget = loop.Budget(config.epochs, config.minutes, clock, clock())
+    history = loop.fit(model, optimizer, train_x, config.batch_size, generator, budget, objective)
     # What is evaluated and saved: the validation's pick, else the average, else the last weights.
-    if best is not None:
-        copy_into(model, best[2])
-        history[-1]["selected_epoch"] = best[1]
-    elif average is not None:
-        copy_into(model, average.params)
-    if best is not None or average is not None:
+    if objective.best is not None:
+        copy_into(model, objective.best[2])
+        history[-1]["selected_epoch"] = objective.best[1]
+    elif objective.average is not None:
+        copy_into(model, objective.average.params)
+    if objective.best is not None or objective.average is not None:
         torch.save({"state_dict": model.state_dict(), "history": history}, config.out / "state.pt")
     return history
 
@@ -417,10 +404,10 @@ def train(
 def ideal_metrics(model: EntropyCodedAutoencoder, test_x: torch.Tensor, budget: int) -> dict[str, float]:
     """Test PSNR with rounded latents and no rate control, and the ideal code lengths under the prior."""
     model.eval()
-    x = to_unit(test_x)
-    q = torch.round(model.encoder(x))
-    served = torch.round(model.decoder(q).clamp(0, 1) * 255) / 255
-    psnr = -10 * torch.log10(((served.double() - x.double()) ** 2).mean(dim=1).clamp_min(1e-10))
+    x = loop.to_unit(test_x)
+    y, q = model(x)  # eval mode: rounded latents
+    served = loop.as_served(y)
+    psnr = psnr_from_mse(((served.double() - x.double()) ** 2).mean(dim=1))
     bits = model.bits(q)
     return {
         "test_psnr_db_rounded": psnr.mean().item(),
@@ -442,7 +429,7 @@ def coded_metrics(
     data = bytearray()
     start = time.perf_counter()
     for row in z:
-        clamped = np.clip(np.rint(row.astype(np.float64)).astype(np.int64), fmt.tables.lo, fmt.tables.hi)
+        clamped = np.clip(fmt.symbols(row.astype(np.float64)), fmt.tables.lo, fmt.tables.hi)
         before.append(arith.encode(fmt.tables, clamped)[1])
         _q, m, k, steps = fmt.code(row)
         sent.append(k)
@@ -491,40 +478,32 @@ def _distribution(values: np.ndarray) -> dict[str, Any]:
     }
 
 
-def write_pictures(
-    out: Path, history: list[dict[str, Any]], test_x: torch.Tensor, decoded: np.ndarray, arch: str, code_bytes: int
-) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
+def pictures(
+    history: list[dict[str, Any]], test_x: torch.Tensor, decoded: np.ndarray, code_bytes: int
+) -> loop.Pictures:
     epochs = [row["epoch"] for row in history]
-    ax.plot(epochs, [row["train_psnr_db"] for row in history], label="train PSNR (noise, then rounding)")
     evaluated = [row for row in history if "test_psnr_db_rounded" in row]
-    ax.plot([r["epoch"] for r in evaluated], [r["test_psnr_db_rounded"] for r in evaluated], "o-",
-            label="test PSNR (rounded latents)")  # fmt: skip
-    ax.set(xlabel="epoch", ylabel="mean PSNR (dB)", title=f"{arch} training, {code_bytes}-byte code")
-    twin = ax.twinx()
-    twin.plot(epochs, [row["train_bits"] for row in history], color="gray", linestyle=":", label="train bits")
-    twin.set_ylabel("mean code length under the prior (bits)")
-    ax.legend(loc="lower right", fontsize=8)
-    twin.legend(loc="center right", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "loss_curve.png", dpi=100)
-    plt.close(fig)
-
     n = min(10, len(test_x))
-    fig, axes = plt.subplots(2, n, figsize=(n, 2.2), squeeze=False)
-    for i in range(n):
-        axes[0][i].imshow(test_x[i].reshape(28, 28).numpy(), cmap="gray", vmin=0, vmax=255)
-        axes[1][i].imshow(decoded[i].reshape(28, 28), cmap="gray", vmin=0, vmax=255)
-        axes[0][i].axis("off")
-        axes[1][i].axis("off")
-    fig.suptitle(f"{arch}: test digits (top) and decoded from {code_bytes} coded bytes (bottom)", fontsize=8)
-    fig.savefig(out / "reconstructions.png", dpi=100)
-    plt.close(fig)
+    return loop.Pictures(
+        title=f"ec64 training, {code_bytes}-byte code",
+        ylabel="mean PSNR (dB)",
+        curves=[
+            loop.Curve("train PSNR (noise, then rounding)", epochs, [row["train_psnr_db"] for row in history]),
+            loop.Curve(
+                "test PSNR (rounded latents)",
+                [r["epoch"] for r in evaluated],
+                [r["test_psnr_db_rounded"] for r in evaluated],
+                "o-",
+            ),
+        ],
+        twin=(
+            "mean code length under the prior (bits)",
+            loop.Curve("train bits", epochs, [row["train_bits"] for row in history]),
+        ),
+        originals=test_x[:n].numpy().reshape(n, -1) / 255,
+        decoded=decoded[:n].reshape(n, -1) / 255,
+        caption=f"ec64: test digits (top) and decoded from {code_bytes} coded bytes (bottom)",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -532,7 +511,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = parse_args(argv)
     command = " ".join(["python -m app.training.train_ec", shlex.join(sys.argv[1:] if argv is None else argv)]).strip()
     try:
-        train_x, test_x, md5s = load_mnist(config.data_root, config.limit)
+        train_x, test_x, md5s = loop.load_mnist(config.data_root, config.limit)
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -569,54 +548,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.info("training on %d digits, validating on %d", len(train_x), len(test_x))
         torch.set_num_threads(config.threads)
         # Denormals flushed to zero while training (as app.training.train does, and the research run did), and
-        # only then: the flag is the CPU thread's, and the coded evaluation below must run as the service does.
-        torch.set_flush_denormal(True)
-        try:
+        # only then: the coded evaluation below must run as the service does.
+        with loop.flush_denormals():
             history = train(config, model, train_x, test_x, val_x)
-        finally:
-            torch.set_flush_denormal(False)
         research_args = None
     model.eval().requires_grad_(False)
     model.build_tables()
     coded, decoded = coded_metrics(model, test_x, config.code_bytes)
-    metrics: dict[str, Any] = {
-        "command": command,
-        "arch": model.arch,
-        "config": {
-            **asdict(config),
-            "out": str(config.out),
-            "data_root": str(config.data_root),
-            "from_state": None if config.from_state is None else str(config.from_state),
-            "init_from": None if config.init_from is None else str(config.init_from),
-        },
-        "device": "cpu",
-        "torch": str(torch.__version__),
-        "data_md5": md5s,
-        "train_digits": len(train_x),
-        "test_digits": len(test_x),
+    metrics = loop.run_metrics(command, model, asdict(config), "cpu", md5s, (len(train_x), len(test_x)), history)
+    metrics |= {
         "val_digits": 0 if val_x is None else len(val_x),
         # the gap: up to 10,000 training digits, undistorted, rounded latents, no rate control (as the epochs' test)
         "train_eval": {
             k.removeprefix("test_"): v for k, v in ideal_metrics(model, train_x[:10_000], 8 * config.code_bytes).items()
         },
-        "train_seconds": round(history[-1]["seconds"], 1),
         "epochs_trained": len(history),
         # --from-state: the arguments of the run that wrote the state, when it recorded them
         "trained_with": research_args,
-        "epochs": history,
         # as served: PNG in, rate control and code, 24 bytes, decoder, bytes out (PNG is lossless on them)
         "test": {"psnr_mean_db": coded["psnr_mean_db"], "served_psnr_mean_db": coded["psnr_mean_db"]},
         "coded": coded,
     }
-    config.out.mkdir(parents=True, exist_ok=True)
-    if config.decoder_hidden is None:
-        metrics["model_id"] = save_checkpoint(config.out / f"{model.arch}.safetensors", model, metadata=metrics)
-    else:
+    if config.decoder_hidden is not None:
         # EntropyCodedArgs rebuilds the decoder as the encoder's mirror, so a loader would refuse these weights.
         metrics["model_id"] = model_id(model.state_dict(), model.arch)
         metrics["checkpoint"] = "not written: --decoder-hidden needs a decoder width in EntropyCodedArgs"
-    (config.out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    write_pictures(config.out, history, test_x, decoded, model.arch, config.code_bytes)
+    pictured = pictures(history, test_x, decoded, config.code_bytes)
+    loop.finish(config.out, model, metrics, pictured, save=config.decoder_hidden is None)
     before = coded["code_bits_before_rate_control"]
     log.info(
         "done: %d epochs, %.0fs; coded test PSNR %.2f dB at %d bytes; code bits mean %.1f, max %d before rate "
