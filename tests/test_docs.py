@@ -223,10 +223,16 @@ def check_answer(command: str, answer: Answer, stdout: str, cwd: Path) -> None:
     if said:
         assert answer.size == int(said.group(1)), f"{command!r} gave {answer.size} bytes"
     if endpoint in ("/encode", "/decode", "/encode/batch", "/decode/batch"):
-        # The model that answered: the one the command names (?model=, or the comment's "by NAME"), else the default.
+        # The model that answered: the one the command names (?model=, or the comment's "by NAME"), else the default;
+        # a model id named (?model=ID, an X-Model-Id header written out, the comment's "by ID"): exactly that version.
         named = re.search(r"[?&]model=(\w+)", command) or re.search(r"#.*\bby (mlp6|mlp24|ec64)\b", command)
         model = named.group(1) if named else "mlp6"
         assert answer.model_id.startswith(f"{model}-"), f"{command!r} was answered by {answer.model_id!r}"
+        version = r"((?:mlp6|mlp24|ec64)-[0-9a-f]{12})\b"
+        for exact in (rf"[?&]model={version}", rf"X-Model-Id: {version}", rf"#.*\bby {version}"):
+            found = re.search(exact, command, re.I)
+            if found:
+                assert answer.model_id == found.group(1), f"{command!r} was answered by {answer.model_id!r}"
     out = output_file(command.split("#", 1)[0])
     body = (cwd / out).read_bytes() if out else stdout.encode()
     if endpoint == "/encode":
@@ -310,6 +316,16 @@ def test_a_curl_command_that_stopped_working_fails(server: str, tmp_path: Path) 
     missing = "```sh\ncurl -F img=@docs/8.png localhost:8000/encode -o 8.lat\n```\n"
     with pytest.raises(AssertionError, match="failed"):
         run_readme_commands(missing, server, tmp_path / "again")
+    # ec64 has two versions: bare latents decoded by the name are refused; a comment's version is held to
+    bare = (
+        "```sh\ncurl -F img=@docs/7.png 'localhost:8000/encode?model=ec64' -o 7.ac\n"
+        "curl --data-binary @7.ac 'localhost:8000/decode?model=ec64' -o 7.png\n```\n"
+    )
+    with pytest.raises(AssertionError, match="answered 409"):
+        run_readme_commands(bare, server, tmp_path / "bare")
+    stale = "```sh\ncurl -F img=@docs/7.png 'localhost:8000/encode?model=ec64' -o 7.ac   # by ec64-ea9647b7fd42\n```\n"
+    with pytest.raises(AssertionError, match="was answered by 'ec64-360fddf1aed9'"):
+        run_readme_commands(stale, server, tmp_path / "stale")
 
 
 # ---------------------------------------------------------------- links, anchors, make targets, length
@@ -411,13 +427,34 @@ def test_formats_md_quotes_the_layouts_of_latent_py() -> None:
 # ---------------------------------------------------------------- the README's models table
 
 
+def models_table_row(text: str, model_id: str) -> str | None:
+    """The README's models-table row of one version: the row of its name that names its id, or, where the name
+    has one row naming no id (a model with one version), that row."""
+    model = model_id.rsplit("-", 1)[0]
+    rows = [line for line in text.splitlines() if line.startswith(f"| `{model}`")]
+    named = [row for row in rows if model_id in row]
+    if named:
+        return named[0]
+    return rows[0] if len(rows) == 1 and not re.search(rf"`{model}-[0-9a-f]{{12}}`", rows[0]) else None
+
+
 def test_the_readme_models_table_is_the_measured_psnr() -> None:
-    """Each model's row gives the mean PSNR of every effort level as model_weights/**/*.efforts.json records it."""
+    """Each version's row gives the mean PSNR of every effort level as model_weights/**/*.efforts.json records it
+    (ec64's v1 and v2 each their own row, naming its model id)."""
     text = README.read_text()
     for path in sorted((ROOT / "model_weights").glob("**/*.efforts.json")):
         record = json.loads(path.read_text())
-        model = record["model_id"].rsplit("-", 1)[0]
-        row = next((line for line in text.splitlines() if line.startswith(f"| `{model}`")), None)
-        assert row, f"no row for {model} in the README's models table"
+        row = models_table_row(text, record["model_id"])
+        assert row, f"no row for {record['model_id']} in the README's models table"
         shown = [float(v) for v in re.findall(r"(\d+\.\d\d) dB", row)]
-        assert shown == [round(level["psnr_db"], 2) for level in record["levels"]], (model, shown)
+        assert shown == [round(level["psnr_db"], 2) for level in record["levels"]], (record["model_id"], shown)
+
+
+def test_a_version_without_its_own_row_is_found() -> None:
+    one = "| `ec64` | 784-512-256-64 | 26.64 dB |\n"
+    assert models_table_row(one, "ec64-ea9647b7fd42") == one.strip()
+    two = "| `ec64` v2, `ec64-360fddf1aed9` | 27.61 dB |\n| `ec64` v1, `ec64-ea9647b7fd42` | 26.64 dB |\n"
+    assert models_table_row(two, "ec64-ea9647b7fd42") == "| `ec64` v1, `ec64-ea9647b7fd42` | 26.64 dB |"
+    # a second version with no row of its own: the one row names the other version, or two rows name no id
+    assert models_table_row("| `ec64` v1, `ec64-ea9647b7fd42` | 26.64 dB |\n", "ec64-360fddf1aed9") is None
+    assert models_table_row("| `ec64` | 26.64 dB |\n| `ec64` | 27.61 dB |\n", "ec64-360fddf1aed9") is None
