@@ -415,7 +415,7 @@ def test_codecs_resolve_is_the_one_rule(v2_weights: Path) -> None:
         ("ec65", V1_ID, 404),
         ("ec64", None, 409),  # bare bytes, two versions: not guessed
     ]:
-        from app.service.http import status_for
+        from app.service.errors import status_for
 
         with pytest.raises(Exception) as caught:
             codecs.resolve(model, claimed)

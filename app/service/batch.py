@@ -5,7 +5,8 @@
     POST /decode/batch   N x 24 latent bytes                   -> application/x-npy uint8 (N, 28, 28)
                          or a latent container (app.codec.latent) -> application/x-npy uint8 (N, 28, 28)
 
-Both take ?model=NAME like the single endpoints, and check it first (404), as they do.
+Both take ?model=NAME like the single endpoints, and check it first (404), as they do
+(app.service.checks).
 /encode/batch takes ?effort=N too (app.service.effort), every digit searched at that level.
 /encode/batch answers with a latent container (model id, format, count, the latents,
 and the multipart file names) instead of the raw N x 24 bytes when the request's
@@ -29,27 +30,27 @@ from typing import TypeVar
 
 import numpy as np
 from anyio import CapacityLimiter, to_thread
-from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi import APIRouter, Request, Response
 
 from app.codec import imaging, latent
 from app.codec.codecs import Codec
 from app.errors import CodecError, LatentError, RequestFormatError
 from app.service import multipart
-from app.service.effort import EFFORT_PARAM, check_search_work, requested_effort, search_limiter
-from app.service.http import (
+from app.service.checks import BatchDecodeChecks, EncodeChecks, codec_for_latent
+from app.service.effort import EFFORT_PARAM, check_search_work, search_limiter
+from app.service.observability import observe_batch
+from app.service.openapi import (
+    BINARY,
+    CONTAINER,
     MODEL_ID_HEADER,
     MODEL_ID_PARAM,
     MODEL_PARAM,
-    codec_for_latent,
-    current_codec,
+    NPY,
+    OCTET_STREAM,
+    PNG,
     error_responses,
 )
-from app.service.observability import observe_batch
 
-NPY = "application/x-npy"
-OCTET_STREAM = "application/octet-stream"
-CONTAINER = latent.CONTAINER_MEDIA_TYPE
-BINARY = {"type": "string", "format": "binary"}
 # A batch job runs on the event loop only when it is this small, so that no request holds the loop
 # for more than about 1 ms (LOOP_BUDGET_MS); anything larger goes to a worker thread. Measured by
 # `python -m bench.inline` (README, "What runs where"): one ec64 item of noise costs 0.74 ms to encode,
@@ -116,13 +117,7 @@ def npy_bytes(array: np.ndarray) -> bytes:
 def read_png_fields(body: bytes, content_type: str, limit: int) -> tuple[list[str], np.ndarray]:
     """The file names and digits of a multipart body's "img" parts, in order (a worker thread's job)."""
     example = "curl -F img=@FILE1 -F img=@FILE2"
-    try:
-        parts = multipart.parse(body, content_type, max_files=limit + 1, max_fields=8)
-    except multipart.MultipartError as exc:
-        raise HTTPException(400, f"malformed multipart body: {exc}") from exc
-    images = [part for part in parts if part.name == "img"]
-    if not images:
-        raise RequestFormatError(f"no file field 'img' holding a 28x28 PNG ({example})")
+    images = multipart.file_parts(body, content_type, "img", "a 28x28 PNG", example, max_files=limit + 1)
     if len(images) > limit:
         raise RequestFormatError(f"at most {limit} 'img' parts per request; received more")
     for index, part in enumerate(images):
@@ -195,15 +190,14 @@ def _batch_workers(request: Request) -> CapacityLimiter:
                         "required": ["img"],
                         "properties": {"img": {"type": "array", "items": BINARY}},
                     },
-                    "encoding": {"img": {"contentType": "image/png"}},
+                    "encoding": {"img": {"contentType": PNG}},
                 },
             },
         },
     },
 )
-async def encode_batch(request: Request) -> Response:
-    codec: Codec = current_codec(request)  # first: an unknown model is a 404 whatever the body, as on /encode
-    effort = requested_effort(request, codec)  # then the effort (422), before the body, as on /encode
+async def encode_batch(request: Request, checked: EncodeChecks) -> Response:
+    codec, effort = checked.codec, checked.effort
     limit = _settings_limit(request)
     content_type = request.headers.get("content-type", "")
     container = wants_container(request)
@@ -275,8 +269,7 @@ def _fits_container(name: str) -> bool:
         },
     },
 )
-async def decode_batch(request: Request) -> Response:
-    current_codec(request)  # first: an unknown ?model= is a 404 whatever the body, as on /decode
+async def decode_batch(request: Request, raw_codec: BatchDecodeChecks) -> Response:
     limit = _settings_limit(request)
     body = await request.body()
     if request.headers.get("content-type", "").split(";")[0].strip().lower() == CONTAINER:
@@ -284,14 +277,14 @@ async def decode_batch(request: Request) -> Response:
         if promised is not None and promised > limit:
             _check_count(promised, limit, "latent")
         stored, data = await off_loop(request, lambda: _read_container(body), promised or 0, len(body))
-        codec: Codec = codec_for_latent(request, stored.model_id)
+        codec = codec_for_latent(request, stored.model_id)
         if stored.format_name != codec.format.name:
             raise LatentError(
                 f"the container holds {stored.format_name} latents; {codec.name} reads {codec.format.name}"
             )
     else:
-        codec = codec_for_latent(request)
-        data = body
+        assert raw_codec is not None  # raw latents: the checks resolved their version before the body
+        codec, data = raw_codec, body
     step = codec.format.nbytes
     if len(data) % step == 0:  # else unpack_many says so, before decoding anything
         _check_count(len(data) // step, limit, "latent")
