@@ -14,9 +14,9 @@ import httpx
 import pytest
 from conftest import COMMITTED_WEIGHTS, DIGITS_DIR, LiveServer
 
-from app.client import cli, store
+from app.client import arguments, cli, commands, store
 from app.client.backends import CodecUnavailable, RemoteCodec
-from app.codec import latent
+from app.codec import container, latent
 from app.settings import Settings
 
 MLP24_WEIGHTS = COMMITTED_WEIGHTS.parent / "mlp24" / "mlp24.safetensors"
@@ -155,7 +155,7 @@ def test_a_latent_to_standard_output_names_its_model(capsysbinary: pytest.Captur
 
 
 def test_help_states_the_overrides() -> None:
-    help_text = cli.parser()._subparsers._group_actions[0].choices["decode"].format_help()  # type: ignore[union-attr]
+    help_text = arguments.parser()._subparsers._group_actions[0].choices["decode"].format_help()  # type: ignore[union-attr]
     assert "--force" in help_text and "--model" in help_text and "refused" in help_text
 
 
@@ -166,11 +166,11 @@ def test_encode_into_a_container_and_decode_it(live_server: LiveServer, tmp_path
     url = ["--url", live_server.url, "-q"]
     box = tmp_path / "digits.lats"
     assert run("encode", str(DIGITS_DIR), "--model", "mlp24", "-o", str(box), *url) == 0
-    container = latent.read_container(box.read_bytes())
-    assert container.model_id == served_id(live_server, "mlp24") and container.format_name == "24xu8"
-    assert container.names == sorted(p.name for p in DIGITS_DIR.glob("*.png"))
+    stored = container.read_container(box.read_bytes())
+    assert stored.model_id == served_id(live_server, "mlp24") and stored.format_name == "24xu8"
+    assert stored.names == sorted(p.name for p in DIGITS_DIR.glob("*.png"))
     assert run("decode", str(box), *url) == 0  # no --model: the container says mlp24; beside it, in digits/
-    for name, data in zip(container.names, container.latents, strict=True):
+    for name, data in zip(stored.names, stored.latents, strict=True):
         assert (tmp_path / "digits" / name).read_bytes() == decoded_by(live_server, "mlp24", data), name
 
 
@@ -292,7 +292,7 @@ def test_progress_shows_on_a_terminal_only(
 def test_local_without_weights_says_how_to_point_at_them(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(cli, "get_settings", Settings)  # read now, not the cached settings
+    monkeypatch.setattr(commands, "get_settings", Settings)  # read now, not the cached settings
     monkeypatch.setenv("MNIST_CODEC_WEIGHTS", "nowhere/mlp6.pt")
     monkeypatch.chdir(tmp_path)
     assert run("encode", str(DIGITS_DIR / "test0000_digit7.png"), "--local") == cli.UNAVAILABLE

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from conftest import COMMITTED_WEIGHTS, DIGITS_DIR, LiveServer
 
-from app.client import cli, store
+from app.client import arguments, cli, commands, store
 from app.client.backends import LocalCodec
 from app.settings import Settings
 
@@ -23,7 +23,7 @@ def elsewhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A working folder outside the checkout, with the service's default settings."""
     for name in ("MNIST_CODEC_WEIGHTS", "MNIST_CODEC_MODELS", "MNIST_CODEC_DEFAULT_MODEL"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr(cli, "get_settings", Settings)  # read now, not the cached settings
+    monkeypatch.setattr(commands, "get_settings", Settings)  # read now, not the cached settings
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
@@ -87,7 +87,7 @@ def test_timeout_must_be_above_zero(value: str, capsys: pytest.CaptureFixture[st
 
 def test_a_url_without_a_scheme_is_http(live_server: LiveServer, tmp_path: Path) -> None:
     bare = live_server.url.removeprefix("http://")  # 127.0.0.1:PORT, as curl takes it
-    assert cli.server_url(bare) == live_server.url
+    assert arguments.server_url(bare) == live_server.url
     assert run("encode", str(SEVEN), "-o", f"{tmp_path}/7.lat", "--url", bare, "-q") == 0
     assert (tmp_path / "7.lat").stat().st_size == 24
 

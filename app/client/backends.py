@@ -22,7 +22,7 @@ import io
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import numpy as np
@@ -44,6 +44,25 @@ class CodecUnavailable(ClientError):
 
 class UsageError(ClientError):
     """The command asks for what the codec does not have (an effort level out of the model's range): stop."""
+
+
+class Backend(Protocol):
+    model_id: str  # the model that encodes, and decodes latents with no recorded model
+    format_name: str  # its latent format (app.codec.latent)
+    model_ids: set[str]
+    served: dict[str, str]  # name -> the model id it means
+    versions: dict[str, str]  # every model id served -> its name
+    batch_available: bool | None
+    effort: int | None  # the encode effort level used (None: the server did not say)
+
+    def connect(self) -> None: ...
+    def encode(self, png: bytes) -> bytes: ...
+    def decode(self, data: bytes, model_id: str | None = None) -> bytes: ...
+    def encode_batch(self, pngs: Sequence[bytes]) -> list[bytes] | None: ...
+
+    def decode_batch(self, latents: Sequence[bytes], model_id: str | None = None) -> list[bytes] | None: ...
+    def models(self) -> list[str]: ...
+    def close(self) -> None: ...
 
 
 class RemoteCodec:

@@ -3,7 +3,7 @@
     POST /encode/batch   application/x-npy uint8 (N, 28, 28)  -> N x 24 latent bytes
                          or multipart, N file fields "img"     -> N x 24 latent bytes
     POST /decode/batch   N x 24 latent bytes                   -> application/x-npy uint8 (N, 28, 28)
-                         or a latent container (app.codec.latent) -> application/x-npy uint8 (N, 28, 28)
+                         or a latent container (app.codec.container) -> application/x-npy uint8 (N, 28, 28)
 
 Both take ?model=NAME like the single endpoints, and check it first (404), as they do
 (app.service.checks).
@@ -32,7 +32,7 @@ import numpy as np
 from anyio import CapacityLimiter, to_thread
 from fastapi import APIRouter, Request, Response
 
-from app.codec import imaging, latent
+from app.codec import container, imaging
 from app.codec.codecs import Codec
 from app.errors import CodecError, LatentError, RequestFormatError
 from app.service import multipart
@@ -67,8 +67,8 @@ def _settings_limit(request: Request) -> int:
     return int(request.app.state.settings.max_batch_items)
 
 
-def _read_container(body: bytes) -> tuple[latent.Container, bytes]:
-    stored = latent.read_container(body)
+def _read_container(body: bytes) -> tuple[container.Container, bytes]:
+    stored = container.read_container(body)
     return stored, b"".join(stored.latents)
 
 
@@ -200,7 +200,7 @@ async def encode_batch(request: Request, checked: EncodeChecks) -> Response:
     codec, effort = checked.codec, checked.effort
     limit = _settings_limit(request)
     content_type = request.headers.get("content-type", "")
-    container = wants_container(request)
+    boxed = wants_container(request)
     body = await request.body()
     if content_type.startswith("multipart/form-data"):
         # Parts are known only once parsed; on a small body, count the delimiter lines (a C scan) instead.
@@ -220,21 +220,21 @@ async def encode_batch(request: Request, checked: EncodeChecks) -> Response:
         names, digits = read()
         check_search_work(request, codec, len(digits), effort)  # multipart: counted only once parsed
         latents = codec.encode_many(digits, effort.level)
-        return len(digits), container_bytes(codec, latents, names) if container else latents
+        return len(digits), container_bytes(codec, latents, names) if boxed else latents
 
     if effort.level == 0:
         count, answer = await off_loop(request, encode, items, len(body))
     else:  # a search: always in a search worker thread, whatever the batch's size
         count, answer = await to_thread.run_sync(encode, limiter=search_limiter(request))
     observe_batch(request, codec.model_id, count)
-    return Response(answer, media_type=CONTAINER if container else OCTET_STREAM, headers={"X-Model-Id": codec.model_id})
+    return Response(answer, media_type=CONTAINER if boxed else OCTET_STREAM, headers={"X-Model-Id": codec.model_id})
 
 
 def container_bytes(codec: Codec, latents: bytes, names: list[str] | None) -> bytes:
     step = codec.format.nbytes
     items = [latents[i : i + step] for i in range(0, len(latents), step)]
     usable = names if names and all(_fits_container(name) for name in names) else None
-    return latent.write_container(latent.Container(codec.model_id, codec.format.name, items, usable))
+    return container.write_container(container.Container(codec.model_id, codec.format.name, items, usable))
 
 
 def wants_container(request: Request) -> bool:
@@ -245,7 +245,7 @@ def wants_container(request: Request) -> bool:
 
 def _fits_container(name: str) -> bool:
     # Names are optional in a container: file names that cannot be stored leave them out, rather than fail.
-    return bool(name) and "\n" not in name and "\x00" not in name and len(name.encode()) <= latent.MAX_NAME_BYTES
+    return bool(name) and "\n" not in name and "\x00" not in name and len(name.encode()) <= container.MAX_NAME_BYTES
 
 
 @router.post(
@@ -273,7 +273,7 @@ async def decode_batch(request: Request, raw_codec: BatchDecodeChecks) -> Respon
     limit = _settings_limit(request)
     body = await request.body()
     if request.headers.get("content-type", "").split(";")[0].strip().lower() == CONTAINER:
-        promised = latent.container_count(body)  # from the header, before any of the rest is read
+        promised = container.container_count(body)  # from the header, before any of the rest is read
         if promised is not None and promised > limit:
             _check_count(promised, limit, "latent")
         stored, data = await off_loop(request, lambda: _read_container(body), promised or 0, len(body))

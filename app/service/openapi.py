@@ -7,13 +7,13 @@ said only once the models are loaded (their names, /decode's latent size) is app
 
 from typing import Any
 
-from app.codec import latent
+from app.codec import container, latent
 from app.service.schemas import ErrorBody
 
 OCTET_STREAM = "application/octet-stream"
 NPY = "application/x-npy"
 PNG = "image/png"
-CONTAINER = latent.CONTAINER_MEDIA_TYPE
+CONTAINER = container.CONTAINER_MEDIA_TYPE
 BINARY = {"type": "string", "format": "binary"}
 
 LATENT_DOC = (
