@@ -84,7 +84,7 @@ class CodecAPI(FastAPI):
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
-    check_protocol()  # under uvicorn: its HTTP protocol is the limited one, or a warning says it is not
+    check_protocol()  # under uvicorn: the descriptor limit lifted, and its HTTP protocol the limited one (or a warning)
     try:
         device = pick_device(settings.device)
         codecs = load_codecs(settings, device)
