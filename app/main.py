@@ -91,18 +91,19 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     except StartupError as exc:
         app.state.startup_error = str(exc)
         raise
-    batching = settings.batching == "on" or (settings.batching == "auto" and device == "cuda")
+    microbatching = settings.microbatching == "on" or (settings.microbatching == "auto" and device == "cuda")
     metrics = app.state.metrics
     for codec in codecs:
-        if batching:
-            codec.enable_batching(settings.batch_max_size, settings.batch_max_wait_us, metrics.batch_observer(codec))
+        if microbatching:
+            observer = metrics.batch_observer(codec)
+            codec.enable_microbatching(settings.microbatch_max_size, settings.microbatch_max_wait_us, observer)
         current = " (what the name means)" if codecs.means(codec) and len(codecs.versions[codec.name]) > 1 else ""
         log.info("serving model %s (%s) on %s%s", codec.model_id, codec.format.name, device, current)
     log.info(
         "default model %s (%s); micro-batching %s",
         codecs.default_name,
         codecs.default.model_id,
-        "on" if batching else "off",
+        "on" if microbatching else "off",
     )
     app.state.codecs = codecs
     app.state.codec = codecs.default

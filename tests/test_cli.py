@@ -13,7 +13,7 @@ import pytest
 from conftest import COMMITTED_WEIGHTS, DIGITS_DIR, ROOT, LiveServer
 
 from app.client import cli, commands
-from app.client.backends import RemoteCodec
+from app.client.backends import RemoteBackend
 from app.client.jobs import plan_jobs
 from app.settings import Settings
 from bench.server import container_command, free_port
@@ -195,7 +195,7 @@ class FakeServer:
 
 
 def convert(fake: FakeServer, sources: list[Path], out: Path, batch_size: int, model: str | None = None) -> int:
-    codec = RemoteCodec("http://fake", model=model, transport=httpx.MockTransport(fake))
+    codec = RemoteBackend("http://fake", model=model, transport=httpx.MockTransport(fake))
     codec.connect()
     args = argparse.Namespace(
         command="encode", inputs=sources, output=f"{out}/", jobs=2, batch_size=batch_size, quiet=True, local=False
@@ -275,6 +275,6 @@ def test_a_batch_is_split_by_the_size_models_lists(listed: int | None, size: int
             200, content=b"".join(bytes([i]) * size for i in range(count)), headers={"x-model-id": "ec64-x"}
         )
 
-    codec = RemoteCodec("http://fake", transport=httpx.MockTransport(server))
+    codec = RemoteBackend("http://fake", transport=httpx.MockTransport(server))
     codec.connect()
     assert codec.encode_batch([b"png"] * 3) == [bytes([i]) * size for i in range(3)]

@@ -15,7 +15,7 @@ import pytest
 from conftest import COMMITTED_WEIGHTS, DIGITS_DIR, LiveServer
 
 from app.client import arguments, cli, commands, store
-from app.client.backends import CodecUnavailable, RemoteCodec
+from app.client.backends import BackendUnavailable, RemoteBackend
 from app.codec import container, latent
 from app.settings import Settings
 
@@ -53,9 +53,9 @@ def test_encode_records_each_latents_model_id_beside_it(tmp_path: Path, capsys: 
 
 
 def cli_local_id(weights: Path) -> str:
-    from app.client.backends import LocalCodec
+    from app.client.backends import LocalBackend
 
-    return LocalCodec([weights], "cpu").model_id.split("-", 1)[1]
+    return LocalBackend([weights], "cpu").model_id.split("-", 1)[1]
 
 
 def test_forgetting_model_on_decode_still_gives_the_right_digits(live_server: LiveServer, tmp_path: Path) -> None:
@@ -252,9 +252,9 @@ def test_a_server_that_is_not_a_codec_is_one_line(
 
 def test_a_server_answering_models_with_something_else_is_one_line() -> None:
     page = httpx.MockTransport(lambda request: httpx.Response(200, text="<html>hello</html>"))
-    codec = RemoteCodec("http://portal", transport=page)
+    codec = RemoteBackend("http://portal", transport=page)
     with pytest.raises(
-        CodecUnavailable, match=r"^not an mnist-codec server at http://portal: GET /models answered 200, but"
+        BackendUnavailable, match=r"^not an mnist-codec server at http://portal: GET /models answered 200, but"
     ):
         codec.connect()
 

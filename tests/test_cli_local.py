@@ -7,7 +7,7 @@ import pytest
 from conftest import COMMITTED_WEIGHTS, DIGITS_DIR, LiveServer
 
 from app.client import arguments, cli, commands, store
-from app.client.backends import LocalCodec
+from app.client.backends import LocalBackend
 from app.settings import Settings
 
 EC64_WEIGHTS = COMMITTED_WEIGHTS.parent / "ec64" / "ec64.safetensors"
@@ -31,7 +31,7 @@ def elsewhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_encode_local_with_model_ec64(elsewhere: Path) -> None:
     assert run("encode", str(SEVEN), "-o", "lat_ec/", "--local", "--model", "ec64", "-q") == 0
     data = (elsewhere / "lat_ec" / f"{SEVEN.stem}.lat").read_bytes()
-    ec64 = LocalCodec([EC64_WEIGHTS], "cpu")
+    ec64 = LocalBackend([EC64_WEIGHTS], "cpu")
     assert data == ec64.encode(SEVEN.read_bytes())
     assert store.Recorded().model_id(elsewhere / "lat_ec" / f"{SEVEN.stem}.lat") == ec64.model_id
 
@@ -39,7 +39,7 @@ def test_encode_local_with_model_ec64(elsewhere: Path) -> None:
 def test_decode_local_finds_the_packaged_weights_by_the_recorded_id(elsewhere: Path) -> None:
     assert run("encode", str(DIGITS_DIR), "-o", "lat_ec/", "--local", "--model", "ec64", "-q") == 0
     assert run("decode", "lat_ec/", "-o", "png/", "--local", "-q") == 0  # no --model: the recorded id picks ec64
-    ec64 = LocalCodec([EC64_WEIGHTS], "cpu")
+    ec64 = LocalBackend([EC64_WEIGHTS], "cpu")
     for path in sorted((elsewhere / "lat_ec").glob("*.lat")):
         assert (elsewhere / "png" / f"{path.stem}.png").read_bytes() == ec64.decode(path.read_bytes()), path.name
 
@@ -66,7 +66,7 @@ def test_relative_weights_are_found_from_outside_the_checkout(elsewhere: Path) -
     assert not (elsewhere / "model_weights").exists()
     weights = ["--local", "--weights", "model_weights/ec64/ec64.safetensors", "-q"]
     assert run("encode", str(SEVEN), "-o", "7.lat", *weights) == 0
-    assert (elsewhere / "7.lat").read_bytes() == LocalCodec([EC64_WEIGHTS], "cpu").encode(SEVEN.read_bytes())
+    assert (elsewhere / "7.lat").read_bytes() == LocalBackend([EC64_WEIGHTS], "cpu").encode(SEVEN.read_bytes())
     assert run("decode", "7.lat", "-o", "7.png", *weights) == 0
 
 
@@ -94,7 +94,7 @@ def test_a_url_without_a_scheme_is_http(live_server: LiveServer, tmp_path: Path)
 
 def test_the_summary_names_the_weights_that_did_the_work(elsewhere: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """--local loads every shipped model; the closing line names only the one that encoded, or decoded."""
-    ec64 = LocalCodec([EC64_WEIGHTS], "cpu").model_id
+    ec64 = LocalBackend([EC64_WEIGHTS], "cpu").model_id
     assert run("encode", str(SEVEN), "-o", "lat_ec/", "--local", "--model", "ec64", "--effort", "1") == 0
     line = capsys.readouterr().out.splitlines()[-1]
     assert f"; model {ec64}; effort 1)" in line, line

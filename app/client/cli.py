@@ -27,7 +27,7 @@ from collections.abc import Sequence
 
 from app.client import commands
 from app.client.arguments import parser
-from app.client.backends import CodecUnavailable, UsageError
+from app.client.backends import BackendUnavailable, UsageError
 from app.client.commands import FILES_FAILED, MODEL_MISMATCH, OK, UNAVAILABLE, USAGE
 from app.client.jobs import error
 
@@ -59,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.error("--jobs and --batch-size must be at least 1")
     try:
         backend = commands.open_backend(args)
-    except CodecUnavailable as exc:
+    except BackendUnavailable as exc:
         error(str(exc))
         return UNAVAILABLE
     except UsageError as exc:  # --effort out of the model's range

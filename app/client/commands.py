@@ -12,7 +12,7 @@ from functools import partial
 from pathlib import Path
 
 from app.client import store
-from app.client.backends import Backend, ClientError, CodecUnavailable, LocalCodec, RemoteCodec
+from app.client.backends import Backend, BackendUnavailable, ClientError, LocalBackend, RemoteBackend
 from app.client.jobs import (
     Job,
     Tally,
@@ -42,7 +42,7 @@ MODEL_MISMATCH = 4  # latents made by weights that are not there: refused, nothi
 def find_weights(path: Path) -> Path:
     """`path` as given when it is absolute or exists here; a relative one that is not in this folder
     is looked for beside the package (a checkout) and where `pip install` put the committed weights
-    (`model_weights/ec64/ec64.safetensors` works from any folder). CodecUnavailable says how to point
+    (`model_weights/ec64/ec64.safetensors` works from any folder). BackendUnavailable says how to point
     at them when it is nowhere."""
     if path.is_absolute() or path.exists():
         return path
@@ -50,7 +50,7 @@ def find_weights(path: Path) -> Path:
     for place in places:
         if (place / path).exists():
             return place / path
-    raise CodecUnavailable(
+    raise BackendUnavailable(
         f"checkpoint {path} not found here, in {places[0]} or in {places[1]}; "
         "pass --weights PATH or set MNIST_CODEC_WEIGHTS to the checkpoint (.safetensors)"
     )
@@ -72,12 +72,12 @@ def open_backend(args: argparse.Namespace) -> Backend:
         default = None if args.weights else get_settings().default_model
         weights = local_weights(args.weights)
         pinned = "" if args.weights else get_settings().default_versions
-        backend = LocalCodec(
+        backend = LocalBackend(
             weights, get_settings().device, effort=effort, model=args.model, default=default, default_versions=pinned
         )
     else:
         jobs = getattr(args, "jobs", 4)
-        backend = RemoteCodec(args.url, model=args.model, timeout=args.timeout, connections=jobs, effort=effort)
+        backend = RemoteBackend(args.url, model=args.model, timeout=args.timeout, connections=jobs, effort=effort)
     try:
         backend.connect()
     except BaseException:
@@ -126,7 +126,7 @@ def encode_command(args: argparse.Namespace, backend: Backend) -> int:
         try:
             sink = keep if into_container else write
             run_jobs(jobs, backend.encode, backend.encode_batch, args.jobs, args.batch_size, progress, sink, tally)
-        except CodecUnavailable as exc:
+        except BackendUnavailable as exc:
             stopped = exc  # the files written so far still get their model id recorded
     if into_container:
         if stopped:
@@ -279,7 +279,7 @@ def decode_command(args: argparse.Namespace, backend: Backend) -> int:
                 one = partial(backend.decode, model_id=model_id)
                 many = partial(backend.decode_batch, model_id=model_id)
                 run_jobs(group, one, many, args.jobs, args.batch_size, progress, tally=tally)
-        except CodecUnavailable as exc:
+        except BackendUnavailable as exc:
             error(str(exc))
             return UNAVAILABLE
     summary(args, backend, "decoded", tally, len(jobs), time.perf_counter() - start)
@@ -289,7 +289,7 @@ def decode_command(args: argparse.Namespace, backend: Backend) -> int:
 def models_command(args: argparse.Namespace, backend: Backend) -> int:
     try:
         lines = backend.models()
-    except CodecUnavailable as exc:
+    except BackendUnavailable as exc:
         error(str(exc))
         return UNAVAILABLE
     except ClientError as exc:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from app.client.backends import ClientError, CodecUnavailable
+from app.client.backends import BackendUnavailable, ClientError
 
 PROG = "mnist-codec"
 
@@ -117,9 +117,9 @@ def run_jobs(
 ) -> Tally:
     """Convert every job, `workers` requests at a time.
 
-    With `many` (a batch call), the first `batch_size` files go first, alone: if the codec
+    With `many` (a batch call), the first `batch_size` files go first, alone: if the backend
     takes them as one batch, the rest follows in batches, else file by file. A file that
-    fails is reported and counted; an unavailable codec stops the run (CodecUnavailable).
+    fails is reported and counted; an unavailable backend stops the run (BackendUnavailable).
     """
     tally = tally or Tally()
 
@@ -148,7 +148,7 @@ def run_jobs(
             return ClientError(f"cannot read: {exc.strerror or exc}")
 
     def as_batch(group: list[Job]) -> bool:
-        """The group in one batch call; False (nothing done) when the codec did not take it."""
+        """The group in one batch call; False (nothing done) when the backend did not take it."""
         assert many is not None
         payloads = [read(job) for job in group]
         readable = [payload for payload in payloads if isinstance(payload, bytes)]
@@ -165,7 +165,7 @@ def run_jobs(
             payload = read(job)
             try:
                 finish(job, payload if isinstance(payload, ClientError) else one(payload))
-            except CodecUnavailable:
+            except BackendUnavailable:
                 raise
             except ClientError as exc:  # this file only: the server said what is wrong with it
                 finish(job, exc)

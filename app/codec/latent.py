@@ -232,7 +232,7 @@ class ArithmeticCodedFormat(LatentFormat):
     def __init__(self, tables: arith.FrequencyTables, code_bytes: int = LATENT_BYTES) -> None:
         if tables.dims != self.dims:
             raise ValueError(f"{self.name} codes {self.dims} latents; the frequency tables have {tables.dims}")
-        mode_bits = arith.encode(tables, tables.mode)[1]
+        mode_bits = arith.encode_symbols(tables, tables.mode)[1]
         if mode_bits > 8 * code_bytes:
             raise ValueError(
                 f"the most probable latent codes in {mode_bits} bits, over the {8 * code_bytes} of {code_bytes} "
@@ -262,11 +262,11 @@ class ArithmeticCodedFormat(LatentFormat):
 
     def _write(self, symbols: np.ndarray) -> bytes:
         _, ms, ks, _, _ = arith.fit_many(self.tables, symbols.reshape(-1, self.dims), self.budget)
-        return b"".join(arith.to_bytes(m, k, self.code_bytes) for m, k in zip(ms, ks, strict=True))
+        return b"".join(arith.code_to_bytes(m, k, self.code_bytes) for m, k in zip(ms, ks, strict=True))
 
     def _read(self, data: bytes) -> np.ndarray:
         n = self.code_bytes
-        rows = [arith.from_bytes(self.tables, data[i : i + n]) for i in range(0, len(data), n)]
+        rows = [arith.symbols_from_bytes(self.tables, data[i : i + n]) for i in range(0, len(data), n)]
         return np.concatenate(rows) if rows else np.zeros(0, np.int64)
 
 
