@@ -1,4 +1,4 @@
-"""The micro-batcher (app/codec/batching.py): the model off the event loop, results in order, memory bounded."""
+"""The micro-batcher (app/codec/microbatch.py): the model off the event loop, results in order, memory bounded."""
 
 import asyncio
 import io
