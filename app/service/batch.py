@@ -36,12 +36,13 @@ from app.codec import container, imaging
 from app.codec.codecs import Codec
 from app.errors import CodecError, LatentError, RequestFormatError
 from app.service import multipart
-from app.service.checks import BatchDecodeChecks, EncodeChecks, codec_for_latent
+from app.service.checks import BatchDecodeChecks, EncodeChecks, codec_for_latent, sends_container
 from app.service.effort import EFFORT_PARAM, check_search_work, search_limiter
 from app.service.observability import observe_batch
 from app.service.openapi import (
     BINARY,
     CONTAINER,
+    FORM,
     MODEL_ID_HEADER,
     MODEL_ID_PARAM,
     MODEL_PARAM,
@@ -184,7 +185,7 @@ def _batch_workers(request: Request) -> CapacityLimiter:
             "required": True,
             "content": {
                 NPY: {"schema": BINARY},
-                "multipart/form-data": {
+                FORM: {
                     "schema": {
                         "type": "object",
                         "required": ["img"],
@@ -202,7 +203,7 @@ async def encode_batch(request: Request, checked: EncodeChecks) -> Response:
     content_type = request.headers.get("content-type", "")
     boxed = wants_container(request)
     body = await request.body()
-    if content_type.startswith("multipart/form-data"):
+    if content_type.startswith(FORM):
         # Parts are known only once parsed; on a small body, count the delimiter lines (a C scan) instead.
         items = body.count(b"\r\n--") if len(body) <= INLINE_MAX_BYTES else len(body)
 
@@ -272,7 +273,7 @@ def _fits_container(name: str) -> bool:
 async def decode_batch(request: Request, raw_codec: BatchDecodeChecks) -> Response:
     limit = _settings_limit(request)
     body = await request.body()
-    if request.headers.get("content-type", "").split(";")[0].strip().lower() == CONTAINER:
+    if sends_container(request):  # as the checks decided (None for raw_codec)
         promised = container.container_count(body)  # from the header, before any of the rest is read
         if promised is not None and promised > limit:
             _check_count(promised, limit, "latent")

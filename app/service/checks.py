@@ -58,10 +58,15 @@ async def decoding(request: Request) -> Codec:
     return codec_for_latent(request)
 
 
+def sends_container(request: Request) -> bool:
+    """The body is a latent container (its Content-Type, parameters aside), not raw latents."""
+    return request.headers.get("content-type", "").split(";")[0].strip().lower() == CONTAINER
+
+
 async def batch_decoding(request: Request) -> Codec | None:
     """/decode/batch: as /decode for raw latents; for a container, only ?model= (404) now: the version is the
     one the container names, known once its header is read (`codec_for_latent(request, stored)`)."""
-    if request.headers.get("content-type", "").split(";")[0].strip().lower() != CONTAINER:
+    if not sends_container(request):
         return codec_for_latent(request)
     loaded_codecs(request).get(request.query_params.get("model"))
     return None

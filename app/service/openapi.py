@@ -13,6 +13,7 @@ from app.service.schemas import ErrorBody
 OCTET_STREAM = "application/octet-stream"
 NPY = "application/x-npy"
 PNG = "image/png"
+FORM = "multipart/form-data"
 CONTAINER = container.CONTAINER_MEDIA_TYPE
 BINARY = {"type": "string", "format": "binary"}
 

@@ -17,6 +17,7 @@ from app.service.effort import EFFORT_PARAM, encode_digit
 from app.service.multipart import read_file_field
 from app.service.openapi import (
     BINARY,
+    FORM,
     LATENT_DOC,
     MODEL_ID_HEADER,
     MODEL_ID_PARAM,
@@ -46,7 +47,7 @@ router = APIRouter()
         "requestBody": {
             "required": True,
             "content": {
-                "multipart/form-data": {
+                FORM: {
                     "schema": {"type": "object", "required": ["img"], "properties": {"img": BINARY}},
                     "encoding": {"img": {"contentType": PNG}},
                 }
@@ -80,7 +81,7 @@ async def encode(request: Request, checked: EncodeChecks) -> Response:
             "description": LATENT_DOC + ", as the raw body or as the file field 'latent' of a multipart form.",
             "content": {
                 OCTET_STREAM: {"schema": BINARY},
-                "multipart/form-data": {
+                FORM: {
                     "schema": {"type": "object", "required": ["latent"], "properties": {"latent": BINARY}},
                     "encoding": {"latent": {"contentType": OCTET_STREAM}},
                 },
@@ -89,7 +90,7 @@ async def encode(request: Request, checked: EncodeChecks) -> Response:
     },
 )
 async def decode(request: Request, codec: DecodeChecks) -> Response:
-    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+    if request.headers.get("content-type", "").startswith(FORM):
         data = await read_file_field(request, "latent", LATENT_DOC)
     else:  # any other type is the raw latent (curl --data-binary sends form-urlencoded)
         data = await request.body()
