@@ -12,8 +12,10 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
+from starlette.requests import Request
 from starlette.types import Message, Receive, Scope, Send
 
+from app.errors import UnknownModelError
 from app.main import CodecAPI
 from app.service import checks
 
@@ -115,3 +117,17 @@ async def test_the_model_then_the_version_then_the_effort_decide_before_the_body
             got, body, reads = await call(app, entry, path, query, headers)
             assert (got, reads) == (status, 0), (way, path, query, body)
             assert words in body["detail"], (way, path, body)
+
+
+async def test_an_override_of_a_check_holds_on_the_direct_path_too(loaded: CodecAPI) -> None:
+    """`app.dependency_overrides` (FastAPI's way for tests to replace a dependency) is honoured by the direct path."""
+
+    async def refuse(request: Request) -> checks.Encoding:
+        raise UnknownModelError("overridden")
+
+    loaded.dependency_overrides[checks.encoding] = refuse
+    try:
+        status, body, reads = await call(loaded, loaded.dispatch, "/encode", "", {})
+    finally:
+        loaded.dependency_overrides.clear()
+    assert (status, body, reads) == (404, {"detail": "overridden"}, 0)

@@ -106,7 +106,8 @@ class DirectRoutes:
             checked = {}
             for dependency in route.dependant.dependencies:  # in their order, each before the next, as FastAPI
                 assert dependency.call is not None and dependency.name is not None  # see qualifies
-                checked[dependency.name] = await dependency.call(request)
+                check = self.app.dependency_overrides.get(dependency.call, dependency.call)  # a test's override
+                checked[dependency.name] = await check(request)
             response = await endpoint(request, **checked)
         except Exception as exc:
             handler = self.handler_for(exc)
