@@ -253,7 +253,19 @@ async def test_decode_checks_the_model_id_it_is_given(client: httpx.AsyncClient,
 async def test_models_lists_the_loaded_models(client: httpx.AsyncClient, app: FastAPI) -> None:
     body = (await client.get("/models")).json()
     assert body["default"] == "mlp6"
-    assert [m["name"] for m in body["models"]] == ["mlp6", "mlp24", "ec64"]
+    # Every version, in the settings' order: ec64 twice (v1, whose stored latents decode forever, then v2).
+    assert [(m["name"], m["id"]) for m in body["models"]] == [
+        ("mlp6", app.state.codec.model_id),
+        ("mlp24", "mlp24-697856bfa9de"),
+        ("ec64", "ec64-ea9647b7fd42"),
+        ("ec64", "ec64-360fddf1aed9"),
+    ]
+    assert body["names"] == {
+        "mlp6": app.state.codec.model_id,
+        "mlp24": "mlp24-697856bfa9de",
+        "ec64": "ec64-360fddf1aed9",  # the newest version is what the name means
+    }
+    assert [m["current"] for m in body["models"]] == [True, True, False, True]
     model = body["models"][0]
     assert model["id"] == app.state.codec.model_id and model["default"] is True
     assert model["latent_format"] == LATENT_FORMATS["mlp6"]

@@ -5,6 +5,7 @@ import io
 import re
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -129,24 +130,38 @@ def batching_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server
 
 
 async def storm(
-    url: str, model: str, pngs: list[bytes], latents: list[bytes]
+    url: str, model: str, model_id: str, pngs: list[bytes], latents: list[bytes]
 ) -> tuple[list[bytes], list[bytes], float]:
-    """Every PNG to /encode and every latent to /decode, 16 at a time: the answers, and the slowest /healthz."""
+    """Every PNG to /encode and every latent to /decode (with the X-Model-Id of `model_id`, as a client sends
+    back what /encode said), 16 at a time: the answers, and the slowest /healthz."""
     limits = httpx.Limits(max_connections=16)
+    claim = {"X-Model-Id": model_id}
     with Prober(url) as prober:
         start = time.monotonic()
         async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
             encoded = await asyncio.gather(
                 *(client.post(f"/encode?model={model}", files={"img": ("d.png", p)}) for p in pngs)
             )
-            decoded = await asyncio.gather(*(client.post(f"/decode?model={model}", content=z) for z in latents))
+            decoded = await asyncio.gather(
+                *(client.post(f"/decode?model={model}", content=z, headers=claim) for z in latents)
+            )
         slowest = prober.slowest_during(start, time.monotonic())
+    for answer in (*encoded, *decoded):
+        assert answer.status_code == 200 and answer.headers["x-model-id"] == model_id, answer.text
     return [answer.content for answer in encoded], [answer.content for answer in decoded], slowest
 
 
-@pytest.mark.parametrize("model", ["mlp6", "mlp24", "ec64"])
+@pytest.mark.parametrize(
+    ("model", "weights"),
+    [
+        pytest.param("mlp6", "model_weights/mlp6.safetensors", id="mlp6"),
+        pytest.param("mlp24", "model_weights/mlp24/mlp24.safetensors", id="mlp24"),
+        pytest.param("ec64", "model_weights/ec64/v2/ec64.safetensors", id="ec64"),  # the name means v2, the newest
+        pytest.param("ec64-ea9647b7fd42", "model_weights/ec64/ec64.safetensors", id="ec64-v1-by-id"),
+    ],
+)
 async def test_concurrent_requests_get_the_bytes_they_get_alone(
-    batching_server: Server, digits: Digits, model: str
+    batching_server: Server, digits: Digits, model: str, weights: str
 ) -> None:
     """MNIST_CODEC_BATCHING=on, on the CPU: 200 requests, 16 at a time, each answered as the codec answers it alone.
 
@@ -154,21 +169,22 @@ async def test_concurrent_requests_get_the_bytes_they_get_alone(
     among 16 of them; a run over PROBE_LIMIT_S but under a second is repeated once (see
     test_event_loop.post: a shared machine), a loop blocked by model calls is slow every time.
     """
-    settings = Settings()
-    codec = load_codec(ROOT / next(p for p in settings.checkpoints() if p.stem == model), "cpu")
+    assert Path(weights) in Settings().checkpoints()  # one the committed settings serve
+    codec = load_codec(ROOT / weights, "cpu")
     pngs = [png for _, png, _ in digits] * 10
     expected = [codec.encode(pixels) for _, _, pixels in digits] * 10
-    encoded, decoded, slowest = await storm(batching_server.url, model, pngs, expected)
+    encoded, decoded, slowest = await storm(batching_server.url, model, codec.model_id, pngs, expected)
     if PROBE_LIMIT_S <= slowest < 1.0:
-        encoded, decoded, slowest = await storm(batching_server.url, model, pngs, expected)
+        encoded, decoded, slowest = await storm(batching_server.url, model, codec.model_id, pngs, expected)
     assert encoded == expected
     for answer, z in zip(decoded, expected, strict=True):
         assert answer == codec.decode(z)
         assert np.asarray(Image.open(io.BytesIO(answer))).shape == (28, 28)
     assert slowest < PROBE_LIMIT_S, f"/healthz took {slowest * 1000:.0f} ms during the concurrent requests"
     metrics = httpx.get(f"{batching_server.url}/metrics").text
+    mine = re.escape(codec.model_id)  # this version's own batches
     batches, items = (
-        float(re.search(rf'mnist_codec_batch_size_{kind}{{endpoint="/encode",model_id="[^"]+"}} (\S+)', metrics)[1])
+        float(re.search(rf'mnist_codec_batch_size_{kind}{{endpoint="/encode",model_id="{mine}"}} (\S+)', metrics)[1])
         for kind in ("count", "sum")
     )  # type: ignore[index]
-    assert batches < items, "no micro-batch held more than one request"
+    assert batches < items, f"no micro-batch of {codec.model_id} held more than one request"

@@ -9,6 +9,7 @@ import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -80,6 +81,11 @@ def wait_for_result(page: WebDriver) -> str:
 NO_BROKEN_IMAGE = "return Array.from(document.images).every((i) => i.complete && i.naturalWidth > 0)"
 
 
+def current_models(server: LiveServer) -> list[dict[str, Any]]:
+    """GET /models' entries of the versions the names mean: the page shows one card for each."""
+    return [m for m in httpx.get(f"{server.url}/models", timeout=10).json()["models"] if m["current"]]
+
+
 def card(page: WebDriver, name: str) -> dict[str, str]:
     """What the page shows for one model: its texts by class name."""
     keys = ("values-label", "values", "hex", "model-id", "size", "psnr", "effort-used")
@@ -89,10 +95,16 @@ def card(page: WebDriver, name: str) -> dict[str, str]:
 def test_before_any_input_there_is_a_slot_per_model_and_no_broken_image(
     page: WebDriver, live_server: LiveServer
 ) -> None:
-    names = [m["name"] for m in httpx.get(f"{live_server.url}/models", timeout=10).json()["models"]]
+    listed = httpx.get(f"{live_server.url}/models", timeout=10).json()["models"]
+    names = [m["name"] for m in current_models(live_server)]
+    assert len(listed) == 4 and len(names) == 3  # ec64 v1 and v2 served; the page shows the one `ec64` means
     WebDriverWait(page, WAIT_S).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "figure.model")) == len(names))
     shown = [f.get_attribute("data-model") for f in page.find_elements(By.CSS_SELECTOR, "figure.model")]
     assert shown == names == ["mlp6", "mlp24", "ec64"]
+    captions = [
+        f.find_element(By.CSS_SELECTOR, ".name").text for f in page.find_elements(By.CSS_SELECTOR, "figure.model")
+    ]
+    assert captions == names
     assert page.execute_script(NO_BROKEN_IMAGE)
     assert "NaN" not in page.find_element(By.TAG_NAME, "body").text
 
@@ -101,13 +113,13 @@ def test_upload_shows_every_models_latent_in_its_own_format(page: WebDriver, liv
     digit = DIGITS_DIR / "test0000_digit7.png"
     page.find_element(By.ID, "upload").send_keys(str(digit))
     wait_for_result(page)
-    models = httpx.get(f"{live_server.url}/models", timeout=10).json()["models"]
+    models = current_models(live_server)
     for model in models:
         name = model["name"]
         expected = httpx.post(f"{live_server.url}/encode?model={name}", files={"img": digit.read_bytes()}, timeout=10)
         shown = card(page, name)
         assert bytes.fromhex(shown["hex"].replace(" ", "")) == expected.content, name  # the very bytes of the API
-        assert shown["model-id"] == expected.headers["x-model-id"]
+        assert shown["model-id"] == expected.headers["x-model-id"] == model["id"]  # the version the name means
         assert shown["size"] == "24 bytes"
         assert "NaN" not in shown["values"] and "Infinity" not in shown["values"]
         if model["latent_format"]["name"] == "24xu8":
@@ -169,7 +181,7 @@ def test_drawing_is_sampled_the_mnist_way_and_round_tripped(page: WebDriver) -> 
 def test_each_model_has_an_effort_selector_and_its_level_is_used_and_shown(
     page: WebDriver, live_server: LiveServer
 ) -> None:
-    models = httpx.get(f"{live_server.url}/models", timeout=10).json()["models"]
+    models = current_models(live_server)
     WebDriverWait(page, WAIT_S).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "select.effort")) == len(models))
     for model in models:
         select = Select(page.find_element(By.CSS_SELECTOR, f'figure.model[data-model="{model["name"]}"] select.effort'))

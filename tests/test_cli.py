@@ -242,11 +242,22 @@ def test_decoding_many_files_uses_the_batch_endpoint(
         assert (tmp_path / "png" / path.name.replace(".lat", ".png")).read_bytes() == single
 
 
-def test_ec64_over_the_server_and_in_process_gives_the_same_bytes(live_server: LiveServer, tmp_path: Path) -> None:
-    ec64 = ROOT / "model_weights" / "ec64" / "ec64.safetensors"
+@pytest.mark.parametrize(
+    ("model", "weights"),
+    [
+        pytest.param("ec64", "ec64/v2/ec64.safetensors", id="ec64-the-name-means-v2"),
+        pytest.param("ec64-ea9647b7fd42", "ec64/ec64.safetensors", id="ec64-v1-by-its-id"),
+    ],
+)
+def test_ec64_over_the_server_and_in_process_gives_the_same_bytes(
+    live_server: LiveServer, tmp_path: Path, model: str, weights: str
+) -> None:
+    """Each ec64 version the server holds, asked for as a client would, against its checkpoint in process; the
+    decode sends the id recorded in latents.json (two versions: bare bytes by name would be refused)."""
+    ec64 = ROOT / "model_weights" / weights
     for mode in ("server", "local"):
         where = (
-            ["--url", live_server.url, "--model", "ec64"] if mode == "server" else ["--local", "--weights", str(ec64)]
+            ["--url", live_server.url, "--model", model] if mode == "server" else ["--local", "--weights", str(ec64)]
         )
         assert run("encode", str(DIGITS_DIR), "-o", f"{tmp_path}/{mode}/lat/", "-q", *where) == 0
         assert run("decode", f"{tmp_path}/{mode}/lat", "-o", f"{tmp_path}/{mode}/png/", "-q", *where) == 0

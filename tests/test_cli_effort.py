@@ -22,8 +22,9 @@ def run(*argv: str) -> int:
 
 
 def levels_at(server: LiveServer, name: str) -> list[int]:
+    """The effort levels of the version `name` means (the one marked current)."""
     models = httpx.get(f"{server.url}/models", timeout=10).json()["models"]
-    return [e["level"] for e in next(m for m in models if m["name"] == name)["efforts"]]
+    return [e["level"] for e in next(m for m in models if m["name"] == name and m["current"])["efforts"]]
 
 
 def test_encode_help_documents_effort() -> None:
@@ -87,7 +88,8 @@ def test_the_server_and_local_give_the_bytes_of_the_api_at_each_effort(
     """Many files (the batch endpoint; in process, one batch call) and one file, at the highest
     level: the bytes /encode?effort=N gives each digit alone."""
     top = max(levels_at(live_server, model))
-    weights = {"mlp6": "mlp6.safetensors", "mlp24": "mlp24/mlp24.safetensors", "ec64": "ec64/ec64.safetensors"}
+    # The checkpoint each name means on the server (ec64: v2, the newest of its two versions)
+    weights = {"mlp6": "mlp6.safetensors", "mlp24": "mlp24/mlp24.safetensors", "ec64": "ec64/v2/ec64.safetensors"}
     local = ["--local", "--weights", str(ROOT / "model_weights" / weights[model])]
     remote = ["--url", live_server.url, "--model", model]
     expected = {
@@ -157,8 +159,13 @@ def test_models_shows_each_models_levels(live_server: LiveServer, capsys: pytest
     assert run("models", "--url", live_server.url) == 0
     lines = capsys.readouterr().out.splitlines()
     models = httpx.get(f"{live_server.url}/models", timeout=5).json()["models"]
+    names = [m["name"] for m in models]
+    assert len(models) == 4 and names.count("ec64") == 2  # ec64 v1 and v2: one line each
+    # Where a name has several versions, the line of the one it means says so.
     assert lines == [
-        f"{m['name']}  {m['id']}  effort 0-{m['efforts'][-1]['level']} (default {m['default_effort']})" for m in models
+        f"{m['name']}  {m['id']}  effort 0-{m['efforts'][-1]['level']} (default {m['default_effort']})"
+        + ("  (current)" if m["current"] and names.count(m["name"]) > 1 else "")
+        for m in models
     ]
 
 

@@ -10,7 +10,8 @@ from app.client import arguments, cli, commands, store
 from app.client.backends import LocalBackend
 from app.settings import Settings
 
-EC64_WEIGHTS = COMMITTED_WEIGHTS.parent / "ec64" / "ec64.safetensors"
+EC64_V1_WEIGHTS = COMMITTED_WEIGHTS.parent / "ec64" / "ec64.safetensors"  # ec64-ea9647b7fd42
+EC64_WEIGHTS = COMMITTED_WEIGHTS.parent / "ec64" / "v2" / "ec64.safetensors"  # what `ec64` means: the newest
 SEVEN = DIGITS_DIR / "test0000_digit7.png"
 
 
@@ -28,20 +29,49 @@ def elsewhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-def test_encode_local_with_model_ec64(elsewhere: Path) -> None:
-    assert run("encode", str(SEVEN), "-o", "lat_ec/", "--local", "--model", "ec64", "-q") == 0
+def test_local_loads_every_shipped_version(elsewhere: Path) -> None:
+    """The service's settings: mlp6, mlp24 and both versions of ec64, each found from outside the checkout."""
+    codec = LocalBackend(cli.local_weights(None), "cpu")
+    assert [c.name for c in codec.codecs] == ["mlp6", "mlp24", "ec64", "ec64"]
+    ec64 = LocalBackend([EC64_WEIGHTS], "cpu").model_id
+    assert codec.served["ec64"] == ec64 != LocalBackend([EC64_V1_WEIGHTS], "cpu").model_id
+
+
+@pytest.mark.parametrize(
+    ("model", "weights"),
+    [
+        pytest.param("ec64", EC64_WEIGHTS, id="the-name-means-v2"),
+        pytest.param("ec64-ea9647b7fd42", EC64_V1_WEIGHTS, id="v1-by-its-id"),
+    ],
+)
+def test_encode_local_with_model_ec64(elsewhere: Path, model: str, weights: Path) -> None:
+    assert run("encode", str(SEVEN), "-o", "lat_ec/", "--local", "--model", model, "-q") == 0
     data = (elsewhere / "lat_ec" / f"{SEVEN.stem}.lat").read_bytes()
-    ec64 = LocalBackend([EC64_WEIGHTS], "cpu")
+    ec64 = LocalBackend([weights], "cpu")
     assert data == ec64.encode(SEVEN.read_bytes())
     assert store.Recorded().model_id(elsewhere / "lat_ec" / f"{SEVEN.stem}.lat") == ec64.model_id
 
 
-def test_decode_local_finds_the_packaged_weights_by_the_recorded_id(elsewhere: Path) -> None:
-    assert run("encode", str(DIGITS_DIR), "-o", "lat_ec/", "--local", "--model", "ec64", "-q") == 0
-    assert run("decode", "lat_ec/", "-o", "png/", "--local", "-q") == 0  # no --model: the recorded id picks ec64
-    ec64 = LocalBackend([EC64_WEIGHTS], "cpu")
+@pytest.mark.parametrize(
+    ("model", "weights", "other"),
+    [
+        pytest.param("ec64", EC64_WEIGHTS, EC64_V1_WEIGHTS, id="v2"),
+        pytest.param("ec64-ea9647b7fd42", EC64_V1_WEIGHTS, EC64_WEIGHTS, id="v1"),
+    ],
+)
+def test_decode_local_finds_the_packaged_weights_by_the_recorded_id(
+    elsewhere: Path, model: str, weights: Path, other: Path
+) -> None:
+    """Two ec64 versions are shipped: the id recorded in latents.json picks the one that made the latents."""
+    assert run("encode", str(DIGITS_DIR), "-o", "lat_ec/", "--local", "--model", model, "-q") == 0
+    assert run("decode", "lat_ec/", "-o", "png/", "--local", "-q") == 0  # no --model: the recorded id picks it
+    ec64, wrong = LocalBackend([weights], "cpu"), LocalBackend([other], "cpu")
+    differ = 0
     for path in sorted((elsewhere / "lat_ec").glob("*.lat")):
-        assert (elsewhere / "png" / f"{path.stem}.png").read_bytes() == ec64.decode(path.read_bytes()), path.name
+        png = (elsewhere / "png" / f"{path.stem}.png").read_bytes()
+        assert png == ec64.decode(path.read_bytes()), path.name
+        differ += png != wrong.decode(path.read_bytes())
+    assert differ > 0  # the other version reads the same bytes otherwise: the choice was tested
 
 
 def test_local_model_that_did_not_make_the_latents_is_refused(
@@ -64,7 +94,7 @@ def test_local_with_an_unknown_model_names_the_shipped_ones(
 
 def test_relative_weights_are_found_from_outside_the_checkout(elsewhere: Path) -> None:
     assert not (elsewhere / "model_weights").exists()
-    weights = ["--local", "--weights", "model_weights/ec64/ec64.safetensors", "-q"]
+    weights = ["--local", "--weights", "model_weights/ec64/v2/ec64.safetensors", "-q"]
     assert run("encode", str(SEVEN), "-o", "7.lat", *weights) == 0
     assert (elsewhere / "7.lat").read_bytes() == LocalBackend([EC64_WEIGHTS], "cpu").encode(SEVEN.read_bytes())
     assert run("decode", "7.lat", "-o", "7.png", *weights) == 0

@@ -25,11 +25,22 @@ pytestmark = pytest.mark.anyio
 Digits = list[tuple[str, bytes, np.ndarray]]
 MODELS = ["mlp6", "mlp24", "ec64"]
 NPY = {"content-type": "application/x-npy"}
+# The committed ec64 versions: v1, whose stored latents decode forever, and v2, what `ec64` means.
+EC64_V1, EC64_V2 = "ec64-ea9647b7fd42", "ec64-360fddf1aed9"
+EC64_FIGURES = {  # their own effort tables, as committed beside each (`<checkpoint>.efforts.json`)
+    EC64_V1: ROOT / "model_weights" / "ec64" / "ec64.efforts.json",
+    EC64_V2: ROOT / "model_weights" / "ec64" / "v2" / "ec64.efforts.json",
+}
 
 
 def codec_of(app: FastAPI, name: str) -> Codec:
     codec: Codec = app.state.codecs.get(name)
     return codec
+
+
+def asked_as(app: FastAPI, codec: Codec) -> str:
+    """What ?model= says for this version: its name where the name means it, else its id."""
+    return codec.name if app.state.codecs.means(codec) else codec.model_id
 
 
 async def encode(client: httpx.AsyncClient, png: bytes, query: str = "") -> httpx.Response:
@@ -168,18 +179,23 @@ async def test_a_higher_effort_reads_better_on_the_test_digits(
     client: httpx.AsyncClient, app: FastAPI, digits: Digits
 ) -> None:
     """The point of it all, on the 20 test digits as served (PNG in, 24 bytes, PNG out): the
-    highest level's mean PSNR is above level 0's. (The 10,000-digit figures are /models'.)"""
+    highest level's mean PSNR is above level 0's, for every version served (ec64 v1 asked for by its id).
+    The latents go back with the X-Model-Id their encode returned, as a client stores them.
+    (The 10,000-digit figures are /models'.)"""
     pixels = np.stack([p for _, _, p in digits])
-    for name in MODELS:
-        codec = codec_of(app, name)
+    for codec in app.state.codecs:
+        model = asked_as(app, codec)
         psnr = {}
         for level in (0, codec.max_effort):
-            body = (await encode_npy(client, pixels, f"?model={name}&effort={level}")).content
-            decoded = await client.post(f"/decode/batch?model={name}", content=body)
+            encoded = await encode_npy(client, pixels, f"?model={model}&effort={level}")
+            assert encoded.headers["x-model-id"] == codec.model_id, model
+            claim = {"X-Model-Id": encoded.headers["x-model-id"]}
+            decoded = await client.post(f"/decode/batch?model={codec.name}", content=encoded.content, headers=claim)
+            assert decoded.status_code == 200, decoded.text
             out = np.load(io.BytesIO(decoded.content)).astype(np.float64)
             mse = ((out - pixels) ** 2).mean(axis=(1, 2)) / 255**2
             psnr[level] = float(np.mean(10 * np.log10(1 / np.maximum(mse, 1e-10))))
-        assert psnr[codec.max_effort] > psnr[0], (name, psnr)
+        assert psnr[codec.max_effort] > psnr[0], (model, psnr)
 
 
 # --------------------------------------------------------------------------- the bound on search work
@@ -297,9 +313,15 @@ async def test_a_search_holds_its_concurrency_slot(seven_png: bytes, monkeypatch
 
 async def test_models_lists_each_models_efforts_and_default(client: httpx.AsyncClient, app: FastAPI) -> None:
     body = (await client.get("/models")).json()
-    assert [m["name"] for m in body["models"]] == MODELS
+    # Every version: ec64 twice, each with its own effort table.
+    assert [(m["name"], m["id"]) for m in body["models"]] == [
+        ("mlp6", codec_of(app, "mlp6").model_id),
+        ("mlp24", codec_of(app, "mlp24").model_id),
+        ("ec64", EC64_V1),
+        ("ec64", EC64_V2),
+    ]
     for model in body["models"]:
-        codec = codec_of(app, model["name"])
+        codec = app.state.codecs.by_id[model["id"]]
         assert model["default_effort"] == codec.default_effort
         assert [e["level"] for e in model["efforts"]] == list(range(codec.max_effort + 1))
         for listed, effort in zip(model["efforts"], codec.efforts, strict=True):
@@ -313,6 +335,13 @@ async def test_models_lists_each_models_efforts_and_default(client: httpx.AsyncC
                 assert listed[key] is None or (isinstance(listed[key], float) and listed[key] > 0), (model, key)
         costs = [e["cost"] for e in model["efforts"]]
         assert costs == sorted(costs) and costs[-1] > 0, model["name"]
+    tables = {m["id"]: [e["psnr_db"] for e in m["efforts"]] for m in body["models"] if m["name"] == "ec64"}
+    for model_id, path in EC64_FIGURES.items():
+        figures = json.loads(path.read_text())
+        assert figures["model_id"] == model_id
+        assert tables[model_id] == [level["psnr_db"] for level in figures["levels"]], model_id
+    assert [round(db, 2) for db in tables[EC64_V1]] == [26.64, 28.08, 28.57, 29.19]
+    assert [round(db, 2) for db in tables[EC64_V2]] == [27.61, 28.50, 28.96, 29.57]
 
 
 async def test_openapi_documents_the_effort_parameter(client: httpx.AsyncClient, app: FastAPI) -> None:
@@ -329,8 +358,11 @@ async def test_openapi_documents_the_effort_parameter(client: httpx.AsyncClient,
             "maximum": max(c.max_effort for c in codecs),
             "default": 0,
         }
-        for codec in codecs:
-            assert f"{codec.name}: 0 to {codec.max_effort}, default {codec.default_effort}" in effort["description"]
+        # By name, or by id where a name has several versions (ec64's two, each with its own range).
+        labels = ["mlp6", "mlp24", EC64_V1, EC64_V2]
+        for label, codec in zip(labels, codecs, strict=True):
+            assert label in (codec.name, codec.model_id)
+            assert f"{label}: 0 to {codec.max_effort}, default {codec.default_effort}" in effort["description"]
         assert "422" in operation["responses"] and "413" in operation["responses"]
     for path in ("/decode", "/decode/batch"):
         assert all(p["name"] != "effort" for p in document["paths"][path]["post"]["parameters"])

@@ -38,7 +38,8 @@ MODEL_ID_PARAM = {
     "required": False,
     "description": (
         "The id /encode returned with this latent: picks that version (even when ?model= names its model and "
-        "another version is the default), or 409 when this server has no such weights (or ?model names others)."
+        "another version is the default), or 409 when this server has no such weights (or ?model names others). "
+        "Required for a model name with several versions (e.g. ec64): bare bytes do not say which one made them."
     ),
     "schema": {"type": "string"},
 }
@@ -56,7 +57,8 @@ ERROR_DESCRIPTIONS = {
     400: "Empty, corrupt or truncated upload, or a malformed multipart body.",
     404: "?model= names no model (nor model id) this server holds; the detail lists the known ones.",
     408: "The request body did not arrive within the body deadline; the connection is closed.",
-    409: "X-Model-Id (or a container's id) names weights this server does not hold, or not a version of ?model=.",
+    409: "X-Model-Id (or a container's id) names weights this server does not hold, or not a version of ?model=; "
+    "or latents without an id decoded by a model name that has several versions here (send the id).",
     413: "Request body over the upload limit; when encoding, also more search work (digits x the effort's cost) "
     "than the server's max_search_work.",
     415: "An image, but not a PNG.",

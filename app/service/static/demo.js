@@ -1,6 +1,8 @@
 // The demo page: draw or upload a digit; every served model encodes it (/encode) and decodes its
 // 24 bytes (/decode), side by side, each latent shown in its model's own format. Each model has an
 // effort selector (its levels from GET /models): the level is sent as ?effort=N and shown by the result.
+// One card per model name, the version the name means (what ?model=NAME encodes with); older versions
+// are there for stored latents, by id in the API, not for a new digit.
 "use strict";
 
 const SIDE = 28; // MNIST's frame
@@ -155,7 +157,7 @@ function canvasPng(canvas) {
 
 let inputPixels = null; // the 784 bytes sent, for the PSNR
 let lastPng = null; // the PNG sent, encoded again when an effort is changed
-let models = []; // from GET /models, every version: {name, id, latent_format: {name, ...}, efforts, default_effort}; [{name: ""}] without it
+let models = []; // from GET /models, the current version of each name: {name, id, latent_format: {name, ...}, efforts, default_effort}; [{name: ""}] without it
 let cards = []; // per model: {figure, details, effort (its <select>, or null), shown (the last request's number)}
 
 async function errorText(response) {
@@ -229,13 +231,13 @@ function card(model) {
   const format = (model.latent_format && model.latent_format.name) || "";
   const figure = document.createElement("figure");
   figure.className = "model";
-  figure.dataset.model = modelQuery(model); // the name, or the id where a name has several versions
+  figure.dataset.model = model.name;
   figure.innerHTML = `
     <canvas class="recon" width="${SIDE}" height="${SIDE}"></canvas>
     <figcaption><strong class="name"></strong><br><span class="size">&nbsp;</span> <span class="psnr"></span><br><span class="effort-used"></span><br></figcaption>`;
   const details = document.createElement("section");
   details.className = "latent";
-  details.dataset.model = modelQuery(model);
+  details.dataset.model = model.name;
   details.dataset.format = format;
   details.innerHTML = `
     <h3 class="name"></h3>
@@ -245,7 +247,7 @@ function card(model) {
       <dt>model id</dt><dd><code class="model-id">&nbsp;</code></dd>
     </dl>`;
   for (const name of [figure, details].map((el) => el.querySelector(".name"))) {
-    name.textContent = model.name ? model.name + (severalVersions(model) ? ` ${model.id}` : "") : "default model";
+    name.textContent = model.name || "default model";
   }
   let effort = null; // a server that lists no levels gets no selector, and no ?effort=
   const options = effortOptions(model);
@@ -275,15 +277,6 @@ function withModel(path, name) {
   return withQuery(path, { model: name });
 }
 
-// GET /models lists every version; where a name has several, a card asks for its own by model id.
-function severalVersions(model) {
-  return !!model.id && models.filter((m) => m.name === model.name).length > 1;
-}
-
-function modelQuery(model) {
-  return severalVersions(model) ? model.id : model.name;
-}
-
 let requests = 0; // numbers each round trip, so that a slower, older answer never overwrites a newer one
 
 async function roundTrip(png, model, slot) {
@@ -293,14 +286,15 @@ async function roundTrip(png, model, slot) {
   const level = slot.effort ? slot.effort.value : null;
   const form = new FormData();
   form.append("img", png, "digit.png");
-  const url = withQuery("/encode", { model: modelQuery(model), effort: level });
+  const url = withQuery("/encode", { model: model.name, effort: level });
   const encoded = await fetch(url, { method: "POST", body: form });
   if (!encoded.ok) throw new Error(`/encode (${model.name}) answered ${await errorText(encoded)}`);
   const latent = new Uint8Array(await encoded.arrayBuffer());
   const modelId = encoded.headers.get("X-Model-Id") || "";
   const headers = { "Content-Type": "application/octet-stream" };
-  if (modelId) headers["X-Model-Id"] = modelId; // decoded by the very weights that encoded it
-  const decoded = await fetch(withModel("/decode", modelQuery(model)), { method: "POST", body: latent, headers });
+  // Decoded by the very weights that encoded it: a name with several versions refuses bare bytes (409).
+  if (modelId) headers["X-Model-Id"] = modelId;
+  const decoded = await fetch(withModel("/decode", model.name), { method: "POST", body: latent, headers });
   if (!decoded.ok) throw new Error(`/decode (${model.name}) answered ${await errorText(decoded)}`);
   const reconstruction = await decoded.blob();
   if (slot.shown !== number) return latent.length; // the effort was changed meanwhile: the newer answer shows
@@ -379,11 +373,15 @@ async function encodeUpload(file) {
 }
 
 async function loadModels() {
-  // One card per served model (GET /models); a server without that list gets one card, its default.
+  // One card per served model name (GET /models lists every version: the one marked `current` is what
+  // the name means; a server from before versions marks none and lists one per name); a server without
+  // that list gets one card, its default.
   try {
     const response = await fetch("/models");
     const body = response.ok ? await response.json() : {};
-    models = (Array.isArray(body.models) ? body.models : []).filter((m) => m && typeof m.name === "string");
+    const listed = (Array.isArray(body.models) ? body.models : []).filter((m) => m && typeof m.name === "string");
+    const current = listed.filter((m) => m.current !== false);
+    models = current.filter((m, i) => current.findIndex((other) => other.name === m.name) === i);
   } catch {
     models = [];
   }
