@@ -31,7 +31,7 @@ def elsewhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def test_local_loads_every_shipped_version(elsewhere: Path) -> None:
     """The service's settings: mlp6, mlp24 and both versions of ec64, each found from outside the checkout."""
-    codec = LocalBackend(cli.local_weights(None), "cpu")
+    codec = LocalBackend(commands.local_weights(None), "cpu")
     assert [c.name for c in codec.codecs] == ["mlp6", "mlp24", "ec64", "ec64"]
     ec64 = LocalBackend([EC64_WEIGHTS], "cpu").model_id
     assert codec.served["ec64"] == ec64 != LocalBackend([EC64_V1_WEIGHTS], "cpu").model_id
