@@ -298,3 +298,18 @@ def test_local_without_weights_says_how_to_point_at_them(
     assert run("encode", str(DIGITS_DIR / "test0000_digit7.png"), "--local") == cli.UNAVAILABLE
     [line] = capsys.readouterr().err.splitlines()
     assert "checkpoint nowhere/mlp6.pt not found" in line and "--weights PATH" in line and "MNIST_CODEC_WEIGHTS" in line
+
+
+def test_bare_latents_of_a_name_with_two_versions_are_refused_with_a_note_that_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The committed ec64 has two versions: latents without a record are not guessed (Codecs.refuse_a_guess),
+    and the note says they will be refused, not which weights would decode them."""
+    ec64 = ["--local", "--model", "ec64"]
+    assert run("encode", str(DIGITS_DIR / "test0000_digit7.png"), "-o", f"{tmp_path}/a/7.lat", *ec64, "-q") == 0
+    (tmp_path / "b").mkdir()
+    shutil.copy(tmp_path / "a" / "7.lat", tmp_path / "b" / "7.lat")  # copied without its manifest
+    assert run("decode", f"{tmp_path}/b/7.lat", *ec64) == cli.FILES_FAILED
+    err = capsys.readouterr().err
+    assert "note: 1 of 1 latents have no recorded model id" in err and "so they are refused" in err
+    assert "decoding them with" not in err and not (tmp_path / "b" / "7.png").exists()

@@ -257,9 +257,14 @@ def decode_command(args: argparse.Namespace, backend: Backend) -> int:
     # Files that are not there fail on their own, with their own message: no note about their model id.
     unrecorded = sum(job.model_id is None and (job.payload is not None or job.source.exists()) for job in jobs)
     if unrecorded and not args.quiet and not args.force:
+        name = backend.versions.get(backend.model_id, "")
+        if args.model not in backend.versions and sum(n == name for n in backend.versions.values()) > 1:
+            # the server's rule (Codecs.refuse_a_guess): bare bytes of a name with several versions are not guessed
+            plan = f"{name} has several versions, so they are refused: name one with --model MODEL_ID"
+        else:
+            plan = f"decoding them with {backend.model_id}"
         error(
-            f"note: {unrecorded} of {len(jobs)} latents have no recorded model id (no {store.MANIFEST} entry); "
-            f"decoding them with {backend.model_id}"
+            f"note: {unrecorded} of {len(jobs)} latents have no recorded model id (no {store.MANIFEST} entry); {plan}"
         )
     try:
         make_folders(jobs)
