@@ -1,6 +1,6 @@
 """Errors raised by mnist-codec's pure modules.
 
-The hierarchy, and the HTTP status the web layer (`app.service.http`) gives each:
+The hierarchy, and the HTTP status the web layer (`app.service.errors`) gives each:
 
     CodecError(ValueError)          a client sent something we cannot use
      ├── ImageError                 400  empty, not an image, corrupt or truncated PNG
@@ -9,13 +9,14 @@ The hierarchy, and the HTTP status the web layer (`app.service.http`) gives each
      ├── LatentError                422  not 24 bytes, or NaN / infinite values
      ├── RequestFormatError         422  wrong content type, missing form field
      │    └── EffortError           422  ?effort= is not a level the model has
+     ├── BodyFormatError            400  a multipart body that does not parse
      ├── ModelMismatchError         409  the latent names other weights (X-Model-Id)
      └── UnknownModelError          404  ?model= names no model this server holds
     StartupError(RuntimeError)      the service cannot start (bad settings, no CUDA)
      └── CheckpointError            the weights cannot be loaded
     DataError(RuntimeError)         MNIST could not be prepared on disk
 
-Only `app.service.http` knows about status codes; everything else raises these.
+Only `app.service.errors` knows about status codes; everything else raises these.
 """
 
 
@@ -45,6 +46,10 @@ class RequestFormatError(CodecError):
 
 class EffortError(RequestFormatError):
     """The requested encode effort is not an integer level of the model; the message names the range."""
+
+
+class BodyFormatError(CodecError):
+    """The body does not parse as the format its Content-Type names (a malformed multipart form)."""
 
 
 class ModelMismatchError(CodecError):

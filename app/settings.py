@@ -1,11 +1,16 @@
-"""Service settings, read once from the environment (prefix MNIST_CODEC_)."""
+"""Service settings, read once from the environment (prefix MNIST_CODEC_).
+
+The environment variables are an operator's contract: a setting that is renamed keeps its old
+variable working beside the new one (`renamed`; the new one wins when both are set), and
+tests/test_settings.py says so.
+"""
 
 import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -17,8 +22,17 @@ def usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
+PREFIX = "MNIST_CODEC_"
+
+
+def renamed(name: str, *old: str) -> AliasChoices:
+    """The environment variables of a setting now called `name` that was called `old` before."""
+    return AliasChoices(*(PREFIX + n.upper() for n in (name, *old)))
+
+
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="MNIST_CODEC_")
+    # populate_by_name: Settings(microbatching="on") in code; the aliases are the environment's names.
+    model_config = SettingsConfigDict(env_prefix=PREFIX, populate_by_name=True)
 
     weights: Path = Field(
         default=Path("model_weights/mlp6.safetensors"),
@@ -75,12 +89,23 @@ class Settings(BaseSettings):
         gt=0,
         description="Worker threads for searches (effort above 0); default: the CPUs this process may use.",
     )
-    batching: Literal["auto", "on", "off"] = Field(
-        default="auto", description="Micro-batch concurrent single requests; 'auto' is on for CUDA, off on the CPU."
+    # Micro-batching (app.codec.microbatch) of concurrent single requests; not the batch endpoints (max_batch_*).
+    microbatching: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        validation_alias=renamed("microbatching", "batching"),
+        description="Micro-batch concurrent single requests; 'auto' is on for CUDA, off on the CPU.",
     )
-    batch_max_size: int = Field(default=64, gt=0, description="Most requests in one micro-batch.")
-    batch_max_wait_us: int = Field(
-        default=500, ge=0, description="Longest a request waits for others to share its micro-batch."
+    microbatch_max_size: int = Field(
+        default=64,
+        gt=0,
+        validation_alias=renamed("microbatch_max_size", "batch_max_size"),
+        description="Most requests in one micro-batch.",
+    )
+    microbatch_max_wait_us: int = Field(
+        default=500,
+        ge=0,
+        validation_alias=renamed("microbatch_max_wait_us", "batch_max_wait_us"),
+        description="Longest a request waits for others to share its micro-batch.",
     )
     max_concurrency: int = Field(
         default=512, gt=0, description="Requests in progress at once; more get 503 with Retry-After."

@@ -14,7 +14,7 @@
 3. Batch endpoints: a 10,000-digit .npy encode, a 10,000-latent decode, and a
    1,000-PNG multipart encode over HTTP, in digits per second.
 4. Start-up: process start to the first 200 from /readyz.
-5. Micro-batching on the CPU: /encode and /decode with MNIST_CODEC_BATCHING=on.
+5. Micro-batching on the CPU: /encode and /decode with MNIST_CODEC_MICROBATCHING=on.
 6. The HTTP limits: 1 worker again with uvicorn's plain httptools protocol
    in place of the container's (app.service.protocol: httptools with the limits of
    issue 10), service and floor alike: what those limits cost.
@@ -319,7 +319,7 @@ def component_costs() -> dict[str, float]:
     pieces: dict[str, Callable[[], object]] = {
         "PNG in (read_digit, 8-bit gray)": lambda: imaging.read_digit(png),
         "PNG in, Pillow's full path": lambda: np.asarray(Image.open(io.BytesIO(png), formats=["PNG"])),
-        "encoder, numpy float64, batch 1": lambda: codec.engine.encode(pixels.reshape(1, 784)),
+        "encoder, numpy float64, batch 1": lambda: codec.engine.forward_encoder(pixels.reshape(1, 784)),
         "encoder, torch float32, batch 1": lambda: _no_grad(model.encode, x),
         "decoder, numpy float64, batch 1 (to bytes)": lambda: codec.decode_pixels(latent),
         "PNG out (write_digit)": lambda: imaging.write_digit(pixels),
@@ -351,7 +351,7 @@ def model_costs(count: int = 1000) -> dict[str, dict[str, float]]:
     for name, path in MODEL_WEIGHTS.items():
         codec = load_codec(path, "cpu")
         latents = [codec.encode(d) for d in digits]
-        z = codec.engine.encode(digits.reshape(len(digits), 784))
+        z = codec.engine.forward_encoder(digits.reshape(len(digits), 784))
 
         def best(function: Callable[[], object]) -> float:
             return min(timeit.repeat(function, number=1, repeat=3)) / len(digits) * 1e6
@@ -482,7 +482,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         workdir = Path(tmp)
         one = compare(1, args.seconds, args.rounds, args.connections, workdir, ec64=True, peer=True)
         two = compare(2, args.seconds, args.rounds, args.connections, workdir)
-        batched = compare(1, args.seconds, 1, args.connections, workdir, env={"MNIST_CODEC_BATCHING": "on"})
+        batched = compare(1, args.seconds, 1, args.connections, workdir, env={"MNIST_CODEC_MICROBATCHING": "on"})
         # Plain httptools, uvicorn's default, against the container's protocol (httptools with the limits of issue 10).
         httptools = compare(1, args.seconds, args.rounds, args.connections, workdir, http="httptools")
         rates = batch_rates(workdir)

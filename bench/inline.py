@@ -32,7 +32,7 @@ import httpx
 import numpy as np
 from anyio import to_thread
 
-from app.codec import imaging, latent
+from app.codec import container, imaging
 from app.codec.codecs import Codec, load_codecs
 from app.service import batch
 from app.settings import Settings
@@ -86,7 +86,7 @@ def jobs(codec: Codec, digits: np.ndarray, n: int) -> dict[str, Job]:
     form, content_type = multipart_body(pngs)
     latents = codec.encode_many(pixels)
     items = [latents[i : i + 24] for i in range(0, len(latents), 24)]
-    stored = latent.write_container(latent.Container(codec.model_id, codec.format.name, items))
+    stored = container.write_container(container.Container(codec.model_id, codec.format.name, items))
     limit = 10_000
 
     def decode(data: bytes) -> bytes:

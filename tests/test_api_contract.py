@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 from openapi_spec_validator import validate
 
-from app.codec import latent
+from app.codec import container
 
 pytestmark = pytest.mark.anyio
 
 Digits = list[tuple[str, bytes, np.ndarray]]
-CONTAINER = latent.CONTAINER_MEDIA_TYPE
+CONTAINER = container.CONTAINER_MEDIA_TYPE
 
 
 async def test_encode_batch_returns_a_container_when_asked(client: httpx.AsyncClient, digits: Digits) -> None:
@@ -22,11 +22,11 @@ async def test_encode_batch_returns_a_container_when_asked(client: httpx.AsyncCl
     boxed = await client.post("/encode/batch?model=mlp24", files=files, headers={"accept": CONTAINER})
     assert raw.headers["content-type"] == "application/octet-stream"  # raw stays the default
     assert boxed.status_code == 200 and boxed.headers["content-type"] == CONTAINER
-    container = latent.read_container(boxed.content)
-    assert container.model_id == boxed.headers["x-model-id"] == raw.headers["x-model-id"]
-    assert container.format_name == "24xu8"
-    assert b"".join(container.latents) == raw.content
-    assert container.names == [f"{name}.png" for name, _, _ in digits[:5]]
+    stored = container.read_container(boxed.content)
+    assert stored.model_id == boxed.headers["x-model-id"] == raw.headers["x-model-id"]
+    assert stored.format_name == "24xu8"
+    assert b"".join(stored.latents) == raw.content
+    assert stored.names == [f"{name}.png" for name, _, _ in digits[:5]]
 
 
 async def test_an_npy_batch_gives_a_container_without_names(client: httpx.AsyncClient, digits: Digits) -> None:
@@ -37,24 +37,24 @@ async def test_an_npy_batch_gives_a_container_without_names(client: httpx.AsyncC
     response = await client.post(
         "/encode/batch", content=buffer.getvalue(), headers={"content-type": "application/x-npy", "accept": CONTAINER}
     )
-    container = latent.read_container(response.content)
-    assert container.names is None and len(container.latents) == 3 and container.format_name == "6xf32le"
+    stored = container.read_container(response.content)
+    assert stored.names is None and len(stored.latents) == 3 and stored.format_name == "6xf32le"
 
 
 async def test_decode_batch_takes_a_container_and_its_model(client: httpx.AsyncClient, digits: Digits) -> None:
     files = [("img", (f"{name}.png", png, "image/png")) for name, png, _ in digits[:4]]
     boxed = await client.post("/encode/batch?model=mlp24", files=files, headers={"accept": CONTAINER})
-    container = latent.read_container(boxed.content)
+    stored = container.read_container(boxed.content)
     # No ?model=: the container's model id picks mlp24, as X-Model-Id would.
     from_box = await client.post("/decode/batch", content=boxed.content, headers={"content-type": CONTAINER})
     from_raw = await client.post(
         "/decode/batch?model=mlp24",
-        content=b"".join(container.latents),
+        content=b"".join(stored.latents),
         headers={"content-type": "application/octet-stream"},
     )
     assert from_box.status_code == 200, from_box.text
     assert from_box.content == from_raw.content
-    assert from_box.headers["x-model-id"] == container.model_id
+    assert from_box.headers["x-model-id"] == stored.model_id
 
 
 @pytest.mark.parametrize(
@@ -75,8 +75,10 @@ async def test_decode_batch_refuses_a_container_it_must_not_decode(
         )
     ).content
     if "model_id" in change:
-        box = latent.read_container(boxed)
-        boxed = latent.write_container(latent.Container(change["model_id"], box.format_name, box.latents, box.names))
+        box = container.read_container(boxed)
+        boxed = container.write_container(
+            container.Container(change["model_id"], box.format_name, box.latents, box.names)
+        )
     if "cut" in change:
         boxed = boxed[: -change["cut"]]
     headers = {"content-type": CONTAINER}

@@ -40,24 +40,26 @@ def test_round_trip_is_exact_and_the_code_is_at_most_one_bit_over_the_informatio
     rng = np.random.default_rng(seed)
     tables = random_tables(rng, dims)
     symbols = random_symbols(rng, tables)
-    m, k = arith.encode(tables, symbols)
+    m, k = arith.encode_symbols(tables, symbols)
     assert k == 0 or m % 2 == 1  # the shortest code ends in a 1
     assert k <= ideal_bits(tables, symbols) + 1 + 1e-9
     nbytes = (k + 7) // 8 + int(rng.integers(0, 3))
-    data = arith.to_bytes(m, k, nbytes)
-    np.testing.assert_array_equal(arith.from_bytes(tables, data), symbols)
+    data = arith.code_to_bytes(m, k, nbytes)
+    np.testing.assert_array_equal(arith.symbols_from_bytes(tables, data), symbols)
 
 
 @given(data=st.binary(min_size=24, max_size=24))
 @settings(max_examples=300, deadline=None)
 def test_any_bytes_decode_to_symbols_inside_the_tables(data: bytes) -> None:
     tables = random_tables(np.random.default_rng(7), 64)
-    symbols = arith.from_bytes(tables, data)
+    symbols = arith.symbols_from_bytes(tables, data)
     assert symbols.shape == (64,)
     assert ((symbols >= tables.lo) & (symbols <= tables.hi)).all()
     # and the symbols' own code decodes to them again
-    m, k = arith.encode(tables, symbols)
-    np.testing.assert_array_equal(arith.from_bytes(tables, arith.to_bytes(m, k, max(24, (k + 7) // 8))), symbols)
+    m, k = arith.encode_symbols(tables, symbols)
+    np.testing.assert_array_equal(
+        arith.symbols_from_bytes(tables, arith.code_to_bytes(m, k, max(24, (k + 7) // 8))), symbols
+    )
 
 
 ENUMERABLE_BITS = 12  # every shorter bit string is tried: 2**12 decodes at most per length
@@ -69,13 +71,13 @@ def test_the_shortest_code_is_the_shortest() -> None:
     checked = 0
     for _ in range(200):
         symbols = random_symbols(rng, tables)
-        _m, k = arith.encode(tables, symbols)
+        _m, k = arith.encode_symbols(tables, symbols)
         if k > ENUMERABLE_BITS:
             continue  # 2**k strings to try: too many
         checked += 1
         # no shorter bit string decodes to the same symbols
         for shorter in range(k):
-            assert not any((arith.decode(tables, v, shorter) == symbols).all() for v in range(1 << shorter)), (
+            assert not any((arith.decode_symbols(tables, v, shorter) == symbols).all() for v in range(1 << shorter)), (
                 f"{symbols}: a {shorter}-bit string codes them, the coder sent {k} bits"
             )
     assert checked >= 150, f"only {checked} of 200 codes were short enough to check"
@@ -98,7 +100,7 @@ def test_lengths_against_constriction_range_coder() -> None:
         compressed = encoder.get_compressed()
         decoder = constriction.stream.queue.RangeDecoder(compressed)
         np.testing.assert_array_equal(decoder.decode(model, probs), index)
-        ours.append(arith.encode(tables, symbols)[1])
+        ours.append(arith.encode_symbols(tables, symbols)[1])
         theirs.append(32 * len(compressed))
     ours_a, theirs_a = np.array(ours), np.array(theirs)
     assert (ours_a <= theirs_a + 1).all()  # never more than a bit longer than the library's code
@@ -108,13 +110,13 @@ def test_lengths_against_constriction_range_coder() -> None:
 def test_rate_control_moves_toward_the_modes_until_the_code_fits() -> None:
     rng = np.random.default_rng(5)
     tables = random_tables(rng, 64, max_symbols=20)
-    mode_bits = arith.encode(tables, tables.mode)[1]
+    mode_bits = arith.encode_symbols(tables, tables.mode)[1]
     budget = mode_bits + 20
     far = tables.hi.copy()  # the least probable end of every table, typically
     q, m, k, steps = arith.fit(tables, far, budget)
     assert k <= budget and steps > 0
     assert (np.abs(q - tables.mode) <= np.abs(far - tables.mode)).all()
-    np.testing.assert_array_equal(arith.from_bytes(tables, arith.to_bytes(m, k, (budget + 7) // 8)), q)
+    np.testing.assert_array_equal(arith.symbols_from_bytes(tables, arith.code_to_bytes(m, k, (budget + 7) // 8)), q)
     again = arith.fit(tables, far, budget)
     assert again[1:] == (m, k, steps) and (again[0] == q).all()  # deterministic
 
@@ -158,7 +160,7 @@ def fit_stepwise(tables: arith.FrequencyTables, symbols: np.ndarray, budget: int
         q[j] += direction[j]
         steps += 1
         if tables.bits - width.bit_length() + 1 <= budget + 3:
-            m, k = arith.encode(tables, q)
+            m, k = arith.encode_symbols(tables, q)
     return q, m, k, steps
 
 
@@ -169,7 +171,7 @@ def test_planned_rate_control_takes_the_same_steps_as_the_stepwise_one(seed: int
     tables = random_tables(rng, 64, max_symbols=int(rng.integers(3, 40)))
     if seed % 2:  # identical tables: equal gains in many dimensions, so the tie rule matters
         tables = arith.FrequencyTables([tables.offsets[0]] * 64, [tables.freqs[0]] * 64)
-    budget = arith.encode(tables, tables.mode)[1] + int(rng.integers(0, 40))
+    budget = arith.encode_symbols(tables, tables.mode)[1] + int(rng.integers(0, 40))
     rows = rng.integers(tables.lo - 5, tables.hi + 6, (40, 64))
     q, ms, ks, steps, evaluations = arith.fit_many(tables, rows, budget)
     for i, row in enumerate(rows):
@@ -191,7 +193,7 @@ def test_rate_control_cost_is_bounded_for_hostile_latents() -> None:
     rng = np.random.default_rng(0)
     noise = rng.integers(0, 256, (200, 784), dtype=np.uint8)
     noise[::2] = (noise[::2] > 127) * 255
-    z = np.rint(codec.engine.encode(noise).astype(np.float64)).astype(np.int64)
+    z = np.rint(codec.engine.forward_encoder(noise).astype(np.float64)).astype(np.int64)
     q, _ms, ks, steps, evaluations = arith.fit_many(tables, z, 192)
     assert max(ks) <= 192 and steps.mean() > 50  # hostile indeed: the old loop took every one of these steps
     assert evaluations.max() <= 16 and evaluations.mean() < 8

@@ -114,7 +114,10 @@ async def test_too_many_items_is_refused(small_limits: httpx.AsyncClient, seven_
 async def test_micro_batching_changes_no_byte(digits: Digits) -> None:
     results = {}
     for mode in ("off", "on"):
-        async with asgi_client(batching=mode, batch_max_size=8, batch_max_wait_us=20_000) as (client, app):
+        async with asgi_client(microbatching=mode, microbatch_max_size=8, microbatch_max_wait_us=20_000) as (
+            client,
+            app,
+        ):
             encoded = await asyncio.gather(*(client.post("/encode", files={"img": ("d.png", p)}) for _, p, _ in digits))
             latents = [response.content for response in encoded]
             decoded = await asyncio.gather(*(client.post("/decode", content=z) for z in latents))
@@ -136,7 +139,7 @@ async def test_batch_sizes_reach_the_metrics(client: httpx.AsyncClient, digits: 
 
 
 async def test_micro_batch_sizes_reach_the_metrics(digits: Digits) -> None:
-    async with asgi_client(batching="on", batch_max_size=4, batch_max_wait_us=20_000) as (client, app):
+    async with asgi_client(microbatching="on", microbatch_max_size=4, microbatch_max_wait_us=20_000) as (client, app):
         await asyncio.gather(*(client.post("/encode", files={"img": ("d.png", p)}) for _, p, _ in digits[:8]))
         metrics = (await client.get("/metrics")).text
         assert f'mnist_codec_batch_size_sum{{endpoint="/encode",model_id="{app.state.codec.model_id}"}} 8.0' in metrics

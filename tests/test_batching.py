@@ -1,4 +1,4 @@
-"""The micro-batcher (app/codec/batching.py): the model off the event loop, results in order, memory bounded."""
+"""The micro-batcher (app/codec/microbatch.py): the model off the event loop, results in order, memory bounded."""
 
 import asyncio
 import io
@@ -15,8 +15,8 @@ from conftest import COMMITTED_WEIGHTS, ROOT, uvicorn_server
 from PIL import Image
 from test_event_loop import PROBE_LIMIT_S, Prober
 
-from app.codec.batching import HISTORY, MicroBatcher
 from app.codec.codecs import load_codec
+from app.codec.microbatch import HISTORY, MicroBatcher
 from app.main import create_app
 from app.settings import Settings
 from bench.server import Server
@@ -93,7 +93,7 @@ def slowed(run: Any) -> Any:
 
 
 async def test_the_service_answers_healthz_while_a_micro_batch_runs(digits: Digits) -> None:
-    app = create_app(Settings(weights=COMMITTED_WEIGHTS, device="cpu", batching="on", batch_max_wait_us=2000))
+    app = create_app(Settings(weights=COMMITTED_WEIGHTS, device="cpu", microbatching="on", microbatch_max_wait_us=2000))
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://codec.test") as client,

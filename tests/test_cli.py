@@ -12,8 +12,9 @@ import httpx
 import pytest
 from conftest import COMMITTED_WEIGHTS, DIGITS_DIR, ROOT, LiveServer
 
-from app.client import cli
-from app.client.backends import RemoteCodec
+from app.client import cli, commands
+from app.client.backends import RemoteBackend
+from app.client.jobs import plan_jobs
 from app.settings import Settings
 from bench.server import container_command, free_port
 
@@ -57,14 +58,14 @@ def test_help_names_the_commands_and_exit_statuses() -> None:
     ],
 )
 def test_where_outputs_go(tmp_path: Path, inputs: list[str], output: str | None, expected: list[str | None]) -> None:
-    jobs = cli.plan_jobs([tmp_path / i for i in inputs], output_in(tmp_path, output), ".lat")
+    jobs = plan_jobs([tmp_path / i for i in inputs], output_in(tmp_path, output), ".lat")
     assert [None if job.target is None else job.target.relative_to(tmp_path).as_posix() for job in jobs] == expected
 
 
 def test_decoded_files_beside_their_latents_do_not_overwrite_the_originals(tmp_path: Path) -> None:
-    [job] = cli.plan_jobs([tmp_path / "7.lat"], None, ".decoded.png")
+    [job] = plan_jobs([tmp_path / "7.lat"], None, ".decoded.png")
     assert job.target == tmp_path / "7.decoded.png"
-    [job] = cli.plan_jobs([tmp_path / "7.lat"], f"{tmp_path}/out/", ".decoded.png")
+    [job] = plan_jobs([tmp_path / "7.lat"], f"{tmp_path}/out/", ".decoded.png")
     assert job.target == tmp_path / "out" / "7.png"
 
 
@@ -77,7 +78,7 @@ def test_decoded_files_beside_their_latents_do_not_overwrite_the_originals(tmp_p
 )
 def test_impossible_plans_are_refused(tmp_path: Path, inputs: list[str], output: str) -> None:
     with pytest.raises(ValueError):
-        cli.plan_jobs([tmp_path / i for i in inputs], output_in(tmp_path, output), ".lat")
+        plan_jobs([tmp_path / i for i in inputs], output_in(tmp_path, output), ".lat")
 
 
 def test_local_round_trip_and_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -95,9 +96,9 @@ def test_local_round_trip_and_summary(tmp_path: Path, capsys: pytest.CaptureFixt
 
 def test_local_finds_the_committed_weights_from_any_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MNIST_CODEC_WEIGHTS", raising=False)
-    monkeypatch.setattr(cli, "get_settings", Settings)  # read now, not the cached settings
+    monkeypatch.setattr(commands, "get_settings", Settings)  # read now, not the cached settings
     monkeypatch.chdir(tmp_path)
-    assert cli.local_weights(None)[0] == COMMITTED_WEIGHTS  # the default model first, then the others
+    assert commands.local_weights(None)[0] == COMMITTED_WEIGHTS  # the default model first, then the others
     assert run("encode", str(DIGITS_DIR / "test0000_digit7.png"), "-o", "7.lat", "--local", "-q") == 0
     assert (tmp_path / "7.lat").stat().st_size == 24
 
@@ -194,12 +195,12 @@ class FakeServer:
 
 
 def convert(fake: FakeServer, sources: list[Path], out: Path, batch_size: int, model: str | None = None) -> int:
-    codec = RemoteCodec("http://fake", model=model, transport=httpx.MockTransport(fake))
+    codec = RemoteBackend("http://fake", model=model, transport=httpx.MockTransport(fake))
     codec.connect()
     args = argparse.Namespace(
         command="encode", inputs=sources, output=f"{out}/", jobs=2, batch_size=batch_size, quiet=True, local=False
     )
-    return cli.encode_command(args, codec)
+    return commands.encode_command(args, codec)
 
 
 @pytest.mark.parametrize(
@@ -285,6 +286,6 @@ def test_a_batch_is_split_by_the_size_models_lists(listed: int | None, size: int
             200, content=b"".join(bytes([i]) * size for i in range(count)), headers={"x-model-id": "ec64-x"}
         )
 
-    codec = RemoteCodec("http://fake", transport=httpx.MockTransport(server))
+    codec = RemoteBackend("http://fake", transport=httpx.MockTransport(server))
     codec.connect()
     assert codec.encode_batch([b"png"] * 3) == [bytes([i]) * size for i in range(3)]

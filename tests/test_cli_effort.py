@@ -10,7 +10,7 @@ import pytest
 from conftest import DIGITS_DIR, ROOT, LiveServer, load_digits
 
 from app.client import cli
-from app.client.backends import RemoteCodec, UsageError
+from app.client.backends import RemoteBackend, UsageError
 from app.codec.codecs import load_codec
 
 EC64_WEIGHTS = ROOT / "model_weights" / "ec64" / "ec64.safetensors"
@@ -132,7 +132,7 @@ def fake_server(efforts: bool, seen: list[httpx.Request]) -> httpx.MockTransport
 
 def test_effort_goes_with_the_encode_requests_only() -> None:
     seen: list[httpx.Request] = []
-    codec = RemoteCodec("http://fake", model="mlp6", transport=fake_server(True, seen), effort=2)
+    codec = RemoteBackend("http://fake", model="mlp6", transport=fake_server(True, seen), effort=2)
     codec.connect()
     codec.encode(SEVEN.read_bytes())
     codec.encode_batch([SEVEN.read_bytes()] * 2)
@@ -147,10 +147,10 @@ def test_effort_goes_with_the_encode_requests_only() -> None:
 def test_effort_on_a_server_that_lists_no_levels_is_a_usage_error() -> None:
     """An older server would ignore ?effort= and answer level 0's bytes: refused rather than pretend."""
     seen: list[httpx.Request] = []
-    codec = RemoteCodec("http://fake", transport=fake_server(False, seen), effort=1)
+    codec = RemoteBackend("http://fake", transport=fake_server(False, seen), effort=1)
     with pytest.raises(UsageError, match=r"^--effort: http://fake lists no effort levels for model 'mlp6'"):
         codec.connect()
-    without = RemoteCodec("http://fake", transport=fake_server(False, seen))
+    without = RemoteBackend("http://fake", transport=fake_server(False, seen))
     without.connect()  # no --effort: fine, the server's own default
     assert without.effort is None
 

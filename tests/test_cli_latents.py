@@ -14,9 +14,9 @@ import httpx
 import pytest
 from conftest import COMMITTED_WEIGHTS, DIGITS_DIR, LiveServer
 
-from app.client import cli, store
-from app.client.backends import CodecUnavailable, RemoteCodec
-from app.codec import latent
+from app.client import arguments, cli, commands, store
+from app.client.backends import BackendUnavailable, RemoteBackend
+from app.codec import container, latent
 from app.settings import Settings
 
 MLP24_WEIGHTS = COMMITTED_WEIGHTS.parent / "mlp24" / "mlp24.safetensors"
@@ -53,9 +53,9 @@ def test_encode_records_each_latents_model_id_beside_it(tmp_path: Path, capsys: 
 
 
 def cli_local_id(weights: Path) -> str:
-    from app.client.backends import LocalCodec
+    from app.client.backends import LocalBackend
 
-    return LocalCodec([weights], "cpu").model_id.split("-", 1)[1]
+    return LocalBackend([weights], "cpu").model_id.split("-", 1)[1]
 
 
 def test_forgetting_model_on_decode_still_gives_the_right_digits(live_server: LiveServer, tmp_path: Path) -> None:
@@ -155,7 +155,7 @@ def test_a_latent_to_standard_output_names_its_model(capsysbinary: pytest.Captur
 
 
 def test_help_states_the_overrides() -> None:
-    help_text = cli.parser()._subparsers._group_actions[0].choices["decode"].format_help()  # type: ignore[union-attr]
+    help_text = arguments.parser()._subparsers._group_actions[0].choices["decode"].format_help()  # type: ignore[union-attr]
     assert "--force" in help_text and "--model" in help_text and "refused" in help_text
 
 
@@ -166,11 +166,11 @@ def test_encode_into_a_container_and_decode_it(live_server: LiveServer, tmp_path
     url = ["--url", live_server.url, "-q"]
     box = tmp_path / "digits.lats"
     assert run("encode", str(DIGITS_DIR), "--model", "mlp24", "-o", str(box), *url) == 0
-    container = latent.read_container(box.read_bytes())
-    assert container.model_id == served_id(live_server, "mlp24") and container.format_name == "24xu8"
-    assert container.names == sorted(p.name for p in DIGITS_DIR.glob("*.png"))
+    stored = container.read_container(box.read_bytes())
+    assert stored.model_id == served_id(live_server, "mlp24") and stored.format_name == "24xu8"
+    assert stored.names == sorted(p.name for p in DIGITS_DIR.glob("*.png"))
     assert run("decode", str(box), *url) == 0  # no --model: the container says mlp24; beside it, in digits/
-    for name, data in zip(container.names, container.latents, strict=True):
+    for name, data in zip(stored.names, stored.latents, strict=True):
         assert (tmp_path / "digits" / name).read_bytes() == decoded_by(live_server, "mlp24", data), name
 
 
@@ -252,9 +252,9 @@ def test_a_server_that_is_not_a_codec_is_one_line(
 
 def test_a_server_answering_models_with_something_else_is_one_line() -> None:
     page = httpx.MockTransport(lambda request: httpx.Response(200, text="<html>hello</html>"))
-    codec = RemoteCodec("http://portal", transport=page)
+    codec = RemoteBackend("http://portal", transport=page)
     with pytest.raises(
-        CodecUnavailable, match=r"^not an mnist-codec server at http://portal: GET /models answered 200, but"
+        BackendUnavailable, match=r"^not an mnist-codec server at http://portal: GET /models answered 200, but"
     ):
         codec.connect()
 
@@ -292,9 +292,24 @@ def test_progress_shows_on_a_terminal_only(
 def test_local_without_weights_says_how_to_point_at_them(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(cli, "get_settings", Settings)  # read now, not the cached settings
+    monkeypatch.setattr(commands, "get_settings", Settings)  # read now, not the cached settings
     monkeypatch.setenv("MNIST_CODEC_WEIGHTS", "nowhere/mlp6.pt")
     monkeypatch.chdir(tmp_path)
     assert run("encode", str(DIGITS_DIR / "test0000_digit7.png"), "--local") == cli.UNAVAILABLE
     [line] = capsys.readouterr().err.splitlines()
     assert "checkpoint nowhere/mlp6.pt not found" in line and "--weights PATH" in line and "MNIST_CODEC_WEIGHTS" in line
+
+
+def test_bare_latents_of_a_name_with_two_versions_are_refused_with_a_note_that_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The committed ec64 has two versions: latents without a record are not guessed (Codecs.refuse_a_guess),
+    and the note says they will be refused, not which weights would decode them."""
+    ec64 = ["--local", "--model", "ec64"]
+    assert run("encode", str(DIGITS_DIR / "test0000_digit7.png"), "-o", f"{tmp_path}/a/7.lat", *ec64, "-q") == 0
+    (tmp_path / "b").mkdir()
+    shutil.copy(tmp_path / "a" / "7.lat", tmp_path / "b" / "7.lat")  # copied without its manifest
+    assert run("decode", f"{tmp_path}/b/7.lat", *ec64) == cli.FILES_FAILED
+    err = capsys.readouterr().err
+    assert "note: 1 of 1 latents have no recorded model id" in err and "so they are refused" in err
+    assert "decoding them with" not in err and not (tmp_path / "b" / "7.png").exists()

@@ -57,7 +57,7 @@ def test_cuda_bytes_equal_the_cpus(path: str, digits: Digits) -> None:
 @needs_cuda
 @pytest.mark.anyio
 async def test_service_on_cuda_micro_batches_with_the_cpus_bytes(digits: Digits) -> None:
-    settings = Settings(device="cuda", batching="on")
+    settings = Settings(device="cuda", microbatching="on")
     app = create_app(settings)
     async with (
         app.router.lifespan_context(app),

@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import app.codec.container
 import app.codec.latent
 from tests.conftest import uvicorn_server
 
@@ -396,8 +397,9 @@ def test_the_readme_stays_short() -> None:
 
 
 def docstring_layouts() -> dict[str, str]:
-    """Each format's byte layout as `app/codec/latent.py`'s docstring writes it: title -> the indented table."""
-    doc = app.codec.latent.__doc__ or ""
+    """Each format's byte layout as `app/codec/latent.py`'s docstring writes it, and the container's as
+    `app/codec/container.py`'s does: title -> the indented table."""
+    doc = (app.codec.latent.__doc__ or "") + "\n\n" + (app.codec.container.__doc__ or "")
     layouts = {}
     for title, table in re.findall(
         r'^((?:Format|Container) "[^"]+", version \d+)(?:.|\n)*?\n\n((?:    [^\n]*\n)+)', doc, re.M
@@ -407,7 +409,8 @@ def docstring_layouts() -> dict[str, str]:
 
 
 def test_formats_md_quotes_the_layouts_of_latent_py() -> None:
-    """formats.md quotes each layout block of the docstring, the source, byte for byte under its title."""
+    """formats.md quotes each layout block of the docstrings (latent.py's formats, container.py's container), the
+    source, byte for byte under its title."""
     layouts = docstring_layouts()
     assert set(layouts) == {
         'Format "6xf32le", version 1',

@@ -73,7 +73,7 @@ def test_tables_are_integers_stored_with_the_weights_and_fit_by_construction() -
     assert {"table_offsets", "table_freqs"} <= set(model.state_dict())
     tables = model.frequency_tables()
     assert tables.dims == 64 and all(sum(t) == arith.TOTAL for t in tables.freqs)
-    assert arith.encode(tables, tables.mode)[1] <= 192
+    assert arith.encode_symbols(tables, tables.mode)[1] <= 192
 
 
 def test_a_checkpoint_without_tables_is_refused(tmp_path: Path) -> None:
@@ -97,9 +97,11 @@ def test_numpy_engine_runs_gelu_as_torch_does() -> None:
     assert isinstance(numpy_engine, NumpyMLP)
     torch_engine = TorchEngine(tiny_model(), "cpu")
     pixels = np.random.default_rng(4).integers(0, 256, (50, 784), dtype=np.uint8)
-    np.testing.assert_allclose(numpy_engine.encode(pixels), torch_engine.encode(pixels), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        numpy_engine.forward_encoder(pixels), torch_engine.forward_encoder(pixels), rtol=1e-6, atol=1e-6
+    )
     z = np.random.default_rng(5).integers(-8, 8, (50, 64)).astype(np.float32)
-    assert np.abs(numpy_engine.decode(z).astype(int) - torch_engine.decode(z).astype(int)).max() <= 1
+    assert np.abs(numpy_engine.forward_decoder(z).astype(int) - torch_engine.forward_decoder(z).astype(int)).max() <= 1
 
 
 # --------------------------------------------------------------------------- the format
@@ -113,7 +115,7 @@ def test_pack_is_24_bytes_and_unpack_gives_back_the_integers_sent() -> None:
         sent, m, k, _ = fmt.code(z)
         data = fmt.pack(z)
         assert len(data) == 24 and k <= 192
-        assert data == arith.to_bytes(m, k, 24)
+        assert data == arith.code_to_bytes(m, k, 24)
         np.testing.assert_array_equal(fmt.unpack(data), sent.astype(np.float32))
         assert fmt.pack(fmt.unpack(data)) == data  # the integers sent code to the same bytes
 

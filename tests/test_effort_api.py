@@ -383,7 +383,7 @@ async def test_on_cuda_concurrent_searches_give_a_batchs_bytes(digits: Digits) -
     gets inside one batch request, at every model's highest level."""
     pngs = [png for _, png, _ in digits]
     pixels = np.stack([p for _, _, p in digits])
-    async with asgi_client(device="cuda", batching="on") as (client, app):
+    async with asgi_client(device="cuda", microbatching="on") as (client, app):
         for codec in app.state.codecs:
             query = f"?model={codec.name}&effort={codec.max_effort}"
             batch = await encode_npy(client, pixels, query)

@@ -36,23 +36,23 @@ def engines() -> tuple[NumpyMLP, TorchEngine]:
 
 def test_numpy_and_torch_engines_give_the_same_bytes(digits_784: np.ndarray, latents: np.ndarray) -> None:
     numpy_engine, torch_engine = engines()
-    np.testing.assert_array_equal(numpy_engine.encode(digits_784), torch_engine.encode(digits_784))
-    np.testing.assert_array_equal(numpy_engine.decode(latents), torch_engine.decode(latents))
+    np.testing.assert_array_equal(numpy_engine.forward_encoder(digits_784), torch_engine.forward_encoder(digits_784))
+    np.testing.assert_array_equal(numpy_engine.forward_decoder(latents), torch_engine.forward_decoder(latents))
 
 
 @pytest.mark.parametrize("engine_index", [pytest.param(0, id="numpy"), pytest.param(1, id="torch")])
 def test_results_do_not_depend_on_the_batch(engine_index: int, digits_784: np.ndarray, latents: np.ndarray) -> None:
     engine = engines()[engine_index]
-    whole = engine.encode(digits_784)
-    singles = np.concatenate([engine.encode(digits_784[i : i + 1]) for i in range(len(digits_784))])
+    whole = engine.forward_encoder(digits_784)
+    singles = np.concatenate([engine.forward_encoder(digits_784[i : i + 1]) for i in range(len(digits_784))])
     order = rng.permutation(len(digits_784))
     shuffled = np.empty_like(whole)
     for chunk in np.array_split(order, 7):  # odd batch sizes, other neighbours
-        shuffled[chunk] = engine.encode(digits_784[chunk])
+        shuffled[chunk] = engine.forward_encoder(digits_784[chunk])
     assert whole.tobytes() == singles.tobytes() == shuffled.tobytes()
 
-    decoded = engine.decode(latents)
-    one_by_one = np.concatenate([engine.decode(latents[i : i + 1]) for i in range(len(latents))])
+    decoded = engine.forward_decoder(latents)
+    one_by_one = np.concatenate([engine.forward_decoder(latents[i : i + 1]) for i in range(len(latents))])
     assert decoded.tobytes() == one_by_one.tobytes()
 
 
@@ -71,7 +71,7 @@ def test_anything_but_a_plain_mlp_runs_in_torch() -> None:
 def test_decoder_output_is_rounded_half_to_even_and_clamped() -> None:
     numpy_engine, _ = engines()
     numpy_engine.decoder = [lambda h: np.array([[-0.5, 0.0, 0.5 / 255, 1.5 / 255, 1.0, 7.0]])]
-    np.testing.assert_array_equal(numpy_engine.decode(np.zeros((1, 6), np.float32)), [[0, 0, 0, 2, 255, 255]])
+    np.testing.assert_array_equal(numpy_engine.forward_decoder(np.zeros((1, 6), np.float32)), [[0, 0, 0, 2, 255, 255]])
 
 
 def test_a_network_without_numpy_program_and_no_torch_is_one_clear_line(monkeypatch: pytest.MonkeyPatch) -> None:

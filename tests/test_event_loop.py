@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from conftest import load_digits, npy, uvicorn_server
 
-from app.codec import latent
+from app.codec import container, latent
 from app.settings import Settings
 from bench.server import Server
 
@@ -31,7 +31,7 @@ MAX_ITEMS = Settings().max_batch_items  # 10,000
 MAX_BYTES = Settings().max_batch_bytes  # 16 MiB
 FORMATS = {"mlp6": "6xf32le", "mlp24": "24xu8", "ec64": "24xac"}  # the latent format each model speaks
 MODELS = tuple(FORMATS)
-NPY, CONTAINER = "application/x-npy", latent.CONTAINER_MEDIA_TYPE
+NPY, CONTAINER = "application/x-npy", container.CONTAINER_MEDIA_TYPE
 
 
 @pytest.fixture(scope="module")
@@ -175,7 +175,7 @@ def test_the_largest_batches_leave_the_loop_free(
         assert np.load(io.BytesIO(decoded)).shape == (MAX_ITEMS, 28, 28)
 
         items = [latents[i : i + latent.LATENT_BYTES] for i in range(0, len(latents), latent.LATENT_BYTES)]
-        stored = latent.write_container(latent.Container(model_id, FORMATS[model], items))
+        stored = container.write_container(container.Container(model_id, FORMATS[model], items))
         response, slowest = post(url, "/decode/batch", stored, {"content-type": CONTAINER}, prober)
         check(response, slowest, 200, f"{model} /decode/batch of a {MAX_ITEMS}-latent container", prober)
         assert response.content == decoded
@@ -185,8 +185,8 @@ def oversize_container(count: int) -> bytes:
     """A container whose header promises `count` latents, of random bytes: refused from its header."""
     rng = np.random.default_rng(1)
     items = [b"\0" * latent.LATENT_BYTES]
-    head = latent.write_container(latent.Container("ec64-000000000000", "24xac", items))[: latent.HEADER_BYTES]
-    header = np.frombuffer(head, dtype=latent.CONTAINER_HEADER).copy()
+    head = container.write_container(container.Container("ec64-000000000000", "24xac", items))[: container.HEADER_BYTES]
+    header = np.frombuffer(head, dtype=container.CONTAINER_HEADER).copy()
     header["count"] = count
     return header.tobytes() + rng.bytes(count * latent.LATENT_BYTES)
 

@@ -5,13 +5,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.codec import latent
+from app.codec import container, latent
 from app.errors import LatentError
+
+F32 = latent.FORMATS["6xf32le"]  # the reference format, mlp6's
 
 
 def test_pack_is_six_little_endian_float32() -> None:
     z = np.array([1.5, -2.0, 0.0, 3.25, -0.125, 1e-3], dtype=np.float64)
-    data = latent.pack(z)
+    data = F32.pack(z)
     assert len(data) == latent.LATENT_BYTES == 24
     assert data[:4] == b"\x00\x00\xc0\x3f"  # 1.5 as little-endian binary32
     np.testing.assert_array_equal(np.frombuffer(data, "<f4"), z.astype(np.float32))
@@ -19,12 +21,12 @@ def test_pack_is_six_little_endian_float32() -> None:
 
 def test_unpack_round_trips_exactly() -> None:
     z = np.array([np.pi, -1e30, 1e-38, 0.0, -0.0, 7.0], dtype=np.float32)
-    assert latent.pack(latent.unpack(latent.pack(z))) == latent.pack(z)
+    assert F32.pack(F32.unpack(F32.pack(z))) == F32.pack(z)
 
 
 def test_pack_refuses_wrong_count() -> None:
     with pytest.raises(ValueError, match="expected 6"):
-        latent.pack(np.zeros(5))
+        F32.pack(np.zeros(5))
 
 
 @pytest.mark.parametrize(
@@ -40,7 +42,7 @@ def test_pack_refuses_wrong_count() -> None:
 )
 def test_unpack_rejects(data: bytes, message: str) -> None:
     with pytest.raises(LatentError, match=message):
-        latent.unpack(data)
+        F32.unpack(data)
 
 
 # --------------------------------------------------------------------------- the format registry and "24xu8"
@@ -50,7 +52,7 @@ U8 = latent.get_format("24xu8")
 
 def test_every_format_is_24_bytes() -> None:
     assert {name: fmt.nbytes for name, fmt in latent.FORMATS.items()} == {"6xf32le": 24, "24xu8": 24}
-    assert latent.get_format("6xf32le") is latent.REFERENCE
+    assert latent.get_format("6xf32le") is latent.FORMATS["6xf32le"]
 
 
 def test_unknown_format_names_the_known_ones() -> None:
@@ -110,7 +112,6 @@ def test_u8_unpack_rejects_wrong_length(data: bytes) -> None:
 
 # --------------------------------------------------------------------------- the container for N latents
 
-F32 = latent.FORMATS["6xf32le"]
 ID6 = "mlp6-40870c98c2d7"
 
 
@@ -120,12 +121,12 @@ def some_latents(count: int) -> list[bytes]:
 
 
 def container_bytes(count: int = 3, names: list[str] | None = None) -> bytes:
-    return latent.write_container(latent.Container(ID6, "6xf32le", some_latents(count), names))
+    return container.write_container(container.Container(ID6, "6xf32le", some_latents(count), names))
 
 
 def test_container_header_is_laid_out_as_specified() -> None:
     items = some_latents(2)
-    data = latent.write_container(latent.Container(ID6, "6xf32le", items, None))
+    data = container.write_container(container.Container(ID6, "6xf32le", items, None))
     assert data[0:8] == b"MNISTLAT"
     assert data[8:10] == (1).to_bytes(2, "little")  # version
     assert data[10:12] == b"\x00\x00"  # flags: no names
@@ -134,7 +135,7 @@ def test_container_header_is_laid_out_as_specified() -> None:
     assert data[20:60] == ID6.encode().ljust(40, b"\x00")
     assert data[60:80] == b"6xf32le".ljust(20, b"\x00")
     assert data[80:] == b"".join(items)
-    assert latent.HEADER_BYTES == latent.CONTAINER_HEADER.itemsize == 80
+    assert container.HEADER_BYTES == container.CONTAINER_HEADER.itemsize == 80
 
 
 def test_container_names_follow_the_latents() -> None:
@@ -147,16 +148,16 @@ def test_container_names_follow_the_latents() -> None:
 @pytest.mark.parametrize("names", [None, ["a.png", "b.png", "ünïcode.png"]])
 def test_container_round_trips(names: list[str] | None) -> None:
     items = some_latents(3)
-    back = latent.read_container(latent.write_container(latent.Container(ID6, "6xf32le", items, names)))
-    assert back == latent.Container(ID6, "6xf32le", items, names)
+    back = container.read_container(container.write_container(container.Container(ID6, "6xf32le", items, names)))
+    assert back == container.Container(ID6, "6xf32le", items, names)
 
 
 def test_container_reads_with_numpy_as_the_docstring_says(tmp_path: Path) -> None:
-    """The recipe in app/codec/latent.py's docstring, run as written there (without this package)."""
+    """The recipe in app/codec/container.py's docstring, run as written there (without this package)."""
     items = some_latents(4)
     path = tmp_path / "digits.lats"
-    path.write_bytes(latent.write_container(latent.Container(ID6, "6xf32le", items, ["a", "b", "c", "d"])))
-    recipe = latent.__doc__.split("In numpy, without this package:")[1]
+    path.write_bytes(container.write_container(container.Container(ID6, "6xf32le", items, ["a", "b", "c", "d"])))
+    recipe = container.__doc__.split("In numpy, without this package:")[1]
     code = "\n".join(line.removeprefix("    ") for line in recipe.strip().splitlines())
     scope: dict[str, object] = {"np": np, "path": path}
     exec(code, scope)
@@ -182,7 +183,7 @@ def test_container_reads_with_numpy_as_the_docstring_says(tmp_path: Path) -> Non
 )
 def test_damaged_containers_are_refused_whole(damage: Callable[[bytes], bytes], message: str) -> None:
     with pytest.raises(LatentError, match=message):
-        latent.read_container(damage(container_bytes(3)))
+        container.read_container(damage(container_bytes(3)))
 
 
 def test_a_container_with_too_few_names_is_refused() -> None:
@@ -191,7 +192,7 @@ def test_a_container_with_too_few_names_is_refused() -> None:
     body = bytes(data[80 : 80 + 48]) + len(names).to_bytes(4, "little") + names
     data[16:20] = zlib.crc32(body).to_bytes(4, "little")
     with pytest.raises(LatentError, match="2 latents but 1 names"):
-        latent.read_container(bytes(data[:80]) + body)
+        container.read_container(bytes(data[:80]) + body)
 
 
 @pytest.mark.parametrize(
@@ -200,4 +201,4 @@ def test_a_container_with_too_few_names_is_refused() -> None:
 )
 def test_a_container_that_cannot_be_written_is_refused(model_id: str, names: list[str] | None) -> None:
     with pytest.raises(ValueError):
-        latent.Container(model_id, "6xf32le", some_latents(3), names)
+        container.Container(model_id, "6xf32le", some_latents(3), names)

@@ -34,7 +34,7 @@ def test_the_checkout_keeps_its_import_contracts() -> None:
     [
         pytest.param(
             "codec/engine.py",
-            "from app.service import http",
+            "from app.service import errors",
             "app.codec is not allowed to import app.service",
             id="codec-up",
         ),

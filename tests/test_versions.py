@@ -21,8 +21,8 @@ from conftest import COMMITTED_WEIGHTS, DIGITS_DIR, ROOT
 from PIL import Image
 from v1_latents import RECORDED, V1_WEIGHTS, pixels_sha256
 
-from app.client import cli, store
-from app.codec import checkpoint, latent
+from app.client import cli, commands, store
+from app.codec import checkpoint, container
 from app.codec.codecs import Codecs, figures_path, load_codec, newest, parse_default_versions
 from app.errors import StartupError
 from app.main import create_app
@@ -160,9 +160,9 @@ async def test_every_recorded_v1_latent_decodes_in_a_batch_and_a_container(both:
         response = await both.post(path, content=body, headers=headers)
         assert response.status_code == 200 and response.headers["x-model-id"] == V1_ID, (path, response.text)
         assert digests_of_npy(response.content) == digests, path
-    container = latent.write_container(latent.Container(V1_ID, "24xac", [data for _, _, data, _ in LATENTS], None))
+    stored = container.write_container(container.Container(V1_ID, "24xac", [data for _, _, data, _ in LATENTS], None))
     for path in ("/decode/batch", "/decode/batch?model=ec64", f"/decode/batch?model={V1_ID}"):
-        response = await both.post(path, content=container, headers={"content-type": latent.CONTAINER_MEDIA_TYPE})
+        response = await both.post(path, content=stored, headers={"content-type": container.CONTAINER_MEDIA_TYPE})
         assert response.status_code == 200 and response.headers["x-model-id"] == V1_ID, (path, response.text)
         assert digests_of_npy(response.content) == digests, path
 
@@ -197,9 +197,9 @@ async def test_ids_that_do_not_fit_are_refused(both: httpx.AsyncClient, v2_id: s
     )
     batch = await both.post(f"/decode/batch?model={v2_id}", content=data, headers={"x-model-id": V1_ID})
     assert batch.status_code == 409
-    container = latent.write_container(latent.Container(V1_ID, "24xac", [data], None))
+    stored = container.write_container(container.Container(V1_ID, "24xac", [data], None))
     boxed = await both.post(
-        f"/decode/batch?model={v2_id}", content=container, headers={"content-type": latent.CONTAINER_MEDIA_TYPE}
+        f"/decode/batch?model={v2_id}", content=stored, headers={"content-type": container.CONTAINER_MEDIA_TYPE}
     )
     assert boxed.status_code == 409
 
@@ -224,14 +224,14 @@ async def test_encode_batch_with_a_model_id_makes_a_container_of_that_version(bo
     pngs = sorted(DIGITS_DIR.glob("*.png"))
     files = [("img", (path.name, path.read_bytes())) for path in pngs]
     response = await both.post(
-        f"/encode/batch?model={V1_ID}&effort=1", files=files, headers={"accept": latent.CONTAINER_MEDIA_TYPE}
+        f"/encode/batch?model={V1_ID}&effort=1", files=files, headers={"accept": container.CONTAINER_MEDIA_TYPE}
     )
     assert response.status_code == 200 and response.headers["x-model-id"] == V1_ID
-    box = latent.read_container(response.content)
+    box = container.read_container(response.content)
     assert box.model_id == V1_ID
     assert [data.hex() for data in box.latents] == [V1["latents"][path.stem][1]["latent"] for path in pngs]
     decoded = await both.post(
-        "/decode/batch", content=response.content, headers={"content-type": latent.CONTAINER_MEDIA_TYPE}
+        "/decode/batch", content=response.content, headers={"content-type": container.CONTAINER_MEDIA_TYPE}
     )
     assert digests_of_npy(decoded.content) == [V1["latents"][path.stem][1]["pixels_sha256"] for path in pngs]
 
@@ -258,7 +258,7 @@ def cli_settings(v2_weights: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     monkeypatch.setenv("MNIST_CODEC_MODELS", json.dumps([str(v2_weights)]))
     monkeypatch.delenv("MNIST_CODEC_DEFAULT_MODEL", raising=False)
     monkeypatch.delenv("MNIST_CODEC_DEFAULT_VERSIONS", raising=False)
-    monkeypatch.setattr(cli, "get_settings", Settings)
+    monkeypatch.setattr(commands, "get_settings", Settings)
     yield
 
 
@@ -291,16 +291,16 @@ def test_the_cli_encodes_with_a_model_id_and_records_it(
 
 def test_the_cli_decodes_v1_latents_by_their_stored_id_from_a_real_server(tmp_path: Path, v2_weights: Path) -> None:
     files = v1_files(tmp_path / "lat")
-    container = tmp_path / "v1.lats"
-    container.write_bytes(
-        latent.write_container(latent.Container(V1_ID, "24xac", [p.read_bytes() for p, _ in files], None))
+    stored = tmp_path / "v1.lats"
+    stored.write_bytes(
+        container.write_container(container.Container(V1_ID, "24xac", [p.read_bytes() for p, _ in files], None))
     )
     server = Server(V1_WEIGHTS, tmp_path / "server.log", env={"MNIST_CODEC_MODELS": json.dumps([str(v2_weights)])})
     try:
         server.wait_ready()
         assert httpx.get(f"{server.url}/models").json()["names"]["ec64"] != V1_ID  # v2 is what ec64 means
         assert cli.main(["decode", str(tmp_path / "lat"), "-o", f"{tmp_path}/png/", "--url", server.url, "-q"]) == 0
-        assert cli.main(["decode", str(container), "-o", f"{tmp_path}/box/", "--url", server.url, "-q"]) == 0
+        assert cli.main(["decode", str(stored), "-o", f"{tmp_path}/box/", "--url", server.url, "-q"]) == 0
     finally:
         server.stop()
     for path, digest in files:
@@ -415,7 +415,7 @@ def test_codecs_resolve_is_the_one_rule(v2_weights: Path) -> None:
         ("ec65", V1_ID, 404),
         ("ec64", None, 409),  # bare bytes, two versions: not guessed
     ]:
-        from app.service.http import status_for
+        from app.service.errors import status_for
 
         with pytest.raises(Exception) as caught:
             codecs.resolve(model, claimed)

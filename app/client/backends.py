@@ -1,10 +1,10 @@
-"""The codec seen from a client: over HTTP (`RemoteCodec`) or in this process (`LocalCodec`).
+"""The backends of the command: the codec over HTTP (`RemoteBackend`) or in this process (`LocalBackend`).
 
 Both take and give the wire bytes (a PNG in, 24 latent bytes out, and back), so the
 command line (`app.client.cli`) does not care which one it drives. On the same device the two
-give the same bytes: the server runs the very `Codec` that `LocalCodec` runs.
+give the same bytes: the server runs the very `Codec` that `LocalBackend` runs.
 
-`RemoteCodec` uses the endpoints every server has (`/encode`, `/decode`, `/readyz`) and
+`RemoteBackend` uses the endpoints every server has (`/encode`, `/decode`, `/readyz`) and
 the optional ones only where the server answers them: `GET /models`, and
 `POST /encode/batch` (the files as repeated `img` parts, the latents back end to end,
 `24 * N` bytes) and `POST /decode/batch` (the latents end to end, a uint8 .npy back, written
@@ -14,7 +14,7 @@ Before any file is sent, `connect` asks `GET /models`: a server that does not an
 a model list is not an mnist-codec server, and the run stops with one line saying so. The
 ids it lists are what `decode` checks a stored latent's model id against, and its effort
 levels are what `--effort` is checked against (sent as `?effort=N` on the encode requests only:
-decoding needs no level). `LocalCodec` checks it against its `Codec`, and at a level above 0
+decoding needs no level). `LocalBackend` checks it against its `Codec`, and at a level above 0
 encodes a batch in one call, as the server does: a search costs less per digit in a batch.
 """
 
@@ -22,7 +22,7 @@ import io
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import numpy as np
@@ -38,15 +38,36 @@ class ClientError(Exception):
     """One request failed; the message is one line, fit to show as is."""
 
 
-class CodecUnavailable(ClientError):
-    """No codec to talk to (server refused, unknown host, timed out; local weights unusable): stop."""
+class BackendUnavailable(ClientError):
+    """No backend to talk to (server refused, unknown host, timed out; local weights unusable): stop."""
 
 
 class UsageError(ClientError):
-    """The command asks for what the codec does not have (an effort level out of the model's range): stop."""
+    """The command asks for what the backend does not have (an effort level out of the model's range): stop."""
 
 
-class RemoteCodec:
+class Backend(Protocol):
+    """What the command drives: `RemoteBackend` (a server) or `LocalBackend` (this process)."""
+
+    model_id: str  # the model that encodes, and decodes latents with no recorded model
+    format_name: str  # its latent format (app.codec.latent)
+    model_ids: set[str]
+    served: dict[str, str]  # name -> the model id it means
+    versions: dict[str, str]  # every model id served -> its name
+    batch_available: bool | None
+    effort: int | None  # the encode effort level used (None: the server did not say)
+
+    def connect(self) -> None: ...
+    def encode(self, png: bytes) -> bytes: ...
+    def decode(self, data: bytes, model_id: str | None = None) -> bytes: ...
+    def encode_batch(self, pngs: Sequence[bytes]) -> list[bytes] | None: ...
+
+    def decode_batch(self, latents: Sequence[bytes], model_id: str | None = None) -> list[bytes] | None: ...
+    def models(self) -> list[str]: ...
+    def close(self) -> None: ...
+
+
+class RemoteBackend:
     """A running mnist-codec server, through httpx with timeouts."""
 
     def __init__(
@@ -81,7 +102,7 @@ class RemoteCodec:
         self.effort: int | None = effort  # the level encoding uses, once known (connect)
 
     def connect(self) -> None:
-        """Ask GET /models what this server serves; CodecUnavailable when it is not an mnist-codec server."""
+        """Ask GET /models what this server serves; BackendUnavailable when it is not an mnist-codec server."""
         response = self._send("GET", "/models")
         try:
             body = response.json() if response.status_code == 200 else None
@@ -93,7 +114,7 @@ class RemoteCodec:
         ):
             status = response.status_code
             answer = f"answered {status}" if status != 200 else "answered 200, but not with a list of models"
-            raise CodecUnavailable(f"not an mnist-codec server at {self.url}: GET /models {answer}")
+            raise BackendUnavailable(f"not an mnist-codec server at {self.url}: GET /models {answer}")
         self.versions = {m["id"]: m["name"] for m in models}
         # A name means one version (GET /models marks it `current`); a server from before versions lists one each.
         self.served = {m["name"]: m["id"] for m in models if m.get("current", True)}
@@ -106,7 +127,7 @@ class RemoteCodec:
             self.model_id = self.served[str(wanted)]
         else:
             ids = ", ".join(self.versions)
-            raise CodecUnavailable(
+            raise BackendUnavailable(
                 f"model {wanted!r} is not served at {self.url}; it has: {', '.join(self.served)}; model ids {ids}"
             )
         chosen = next(m for m in models if m["id"] == self.model_id)
@@ -140,9 +161,9 @@ class RemoteCodec:
         try:
             response = self.http.request(method, path, params=self.params if params is None else params, **kwargs)
         except httpx.TimeoutException as exc:
-            raise CodecUnavailable(f"no answer from {self.url} in time ({type(exc).__name__})") from exc
+            raise BackendUnavailable(f"no answer from {self.url} in time ({type(exc).__name__})") from exc
         except httpx.TransportError as exc:
-            raise CodecUnavailable(f"cannot reach {self.url}: {_one_line(exc)}") from exc
+            raise BackendUnavailable(f"cannot reach {self.url}: {_one_line(exc)}") from exc
         if "x-model-id" in response.headers:
             self.model_ids.add(response.headers["x-model-id"])
         return response
@@ -156,7 +177,7 @@ class RemoteCodec:
         # The command records backend.model_id with every latent it writes: it must be the one that made them.
         made_by = response.headers.get("x-model-id")
         if response.status_code == 200 and made_by != self.model_id:
-            raise CodecUnavailable(
+            raise BackendUnavailable(
                 f"{self.url} encoded with model {made_by!r}, not {self.model_id!r} as its GET /models said; "
                 "stopped rather than record a wrong model id"
             )
@@ -221,7 +242,7 @@ class RemoteCodec:
         return [line(m) for m in self.listed]
 
 
-class LocalCodec:
+class LocalBackend:
     """Checkpoints in this process, as a server holds them: by default every shipped version
     (the service's settings); `model` (a name or a model id) picks the one that encodes (and decodes
     latents with no recorded id), and a recorded id picks the weights that made the latent."""
@@ -242,12 +263,12 @@ class LocalCodec:
             pinned = parse_default_versions(default_versions)  # MNIST_CODEC_DEFAULT_VERSIONS, as the server reads it
             self.codecs = Codecs([load_codec(path, on) for path in weights], default, pinned)
         except StartupError as exc:
-            raise CodecUnavailable(str(exc)) from exc
+            raise BackendUnavailable(str(exc)) from exc
         try:
             self.codec = self.codecs.get(model)
             self.requested = model
         except CodecError as exc:
-            raise CodecUnavailable(f"--model {model}: {exc}".replace("this server has", "--local has")) from exc
+            raise BackendUnavailable(f"--model {model}: {exc}".replace("this server has", "--local has")) from exc
         try:
             self.effort: int | None = self.codec.effort(effort).level
         except EffortError as exc:

@@ -8,7 +8,7 @@ records each file's model id in `latents.json`, a manifest in the same folder:
      "models": {"7.lat": "mlp24-0123456789ab", "8.lat": "mlp6-ba9876543210"}}
 
 and `decode` looks the id up there on its own. Entries of other runs in the same folder are
-kept. A `.lats` container (app.codec.latent) carries its model id inside and needs no manifest.
+kept. A `.lats` container (app.codec.container) carries its model id inside and needs no manifest.
 
 Every file is written whole or not at all: to a temporary name beside it, then renamed.
 """

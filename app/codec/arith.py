@@ -108,12 +108,12 @@ def _shortest(low: int, width: int, n: int) -> tuple[int, int]:
     return high >> j, n - j
 
 
-def encode(tables: FrequencyTables, symbols: np.ndarray) -> tuple[int, int]:
+def encode_symbols(tables: FrequencyTables, symbols: np.ndarray) -> tuple[int, int]:
     """d symbols, each inside its table -> (m, k): the shortest code, the k-bit number m (m / 2**k)."""
     return _shortest(*_interval(tables, symbols), tables.bits)
 
 
-def decode(tables: FrequencyTables, value: int, bits: int) -> np.ndarray:
+def decode_symbols(tables: FrequencyTables, value: int, bits: int) -> np.ndarray:
     """The d symbols of the number value / 2**bits, for any 0 <= value < 2**bits."""
     if not 0 <= value < (1 << bits):
         raise ValueError(f"value must be a {bits}-bit number")
@@ -242,16 +242,16 @@ def _first_fit(
     raise ValueError(f"the most probable message needs {k} bits, more than {budget}")
 
 
-def to_bytes(m: int, k: int, nbytes: int) -> bytes:
+def code_to_bytes(m: int, k: int, nbytes: int) -> bytes:
     """The k-bit code m as nbytes big-endian bytes: its bits first, most significant first, then zeros."""
     if k > 8 * nbytes:
         raise ValueError(f"a {k}-bit code does not fit in {nbytes} bytes")
     return (m << (8 * nbytes - k)).to_bytes(nbytes, "big")
 
 
-def from_bytes(tables: FrequencyTables, data: bytes) -> np.ndarray:
+def symbols_from_bytes(tables: FrequencyTables, data: bytes) -> np.ndarray:
     """Any bytes as the d symbols they code."""
-    return decode(tables, int.from_bytes(data, "big"), 8 * len(data))
+    return decode_symbols(tables, int.from_bytes(data, "big"), 8 * len(data))
 
 
 def quantise(pmf: np.ndarray) -> list[int]:

@@ -32,8 +32,8 @@ from typing import Any
 import numpy as np
 
 from app.codec import blas, checkpoint, imaging, latent, search
-from app.codec.batching import MicroBatcher
 from app.codec.engine import Engine, NumpyMLP, TorchEngine, make_engine
+from app.codec.microbatch import MicroBatcher
 from app.errors import CheckpointError, EffortError, ModelMismatchError, StartupError, UnknownModelError
 from app.settings import Settings
 
@@ -79,8 +79,8 @@ class Codec:
             self.format = latent.format_for(ckpt.latent_format, ckpt.tensors, ckpt.model_args)
             self.engine = make_engine(ckpt, device)
             # One digit through both halves: weights that do not fit the program fail here, not on a request.
-            z = self.engine.encode(np.zeros((1, PIXELS), np.uint8))
-            if z.shape != (1, self.format.dims) or self.engine.decode(z).shape != (1, PIXELS):
+            z = self.engine.forward_encoder(np.zeros((1, PIXELS), np.uint8))
+            if z.shape != (1, self.format.dims) or self.engine.forward_decoder(z).shape != (1, PIXELS):
                 raise ValueError(f"the network does not map {PIXELS} pixels to {self.format.dims} latents and back")
         except (KeyError, ValueError) as exc:
             raise CheckpointError(
@@ -130,22 +130,23 @@ class Codec:
             self._searcher = search_decoder(self.engine)
         return self._searcher
 
-    def enable_batching(
+    def enable_microbatching(
         self, max_batch: int, max_wait_us: int, on_batch: Callable[[str, int], None] | None = None
     ) -> None:
-        """Let concurrent single requests share model calls (`batching`); `on_batch(name, size)` counts them."""
+        """Let concurrent single requests share model calls (app.codec.microbatch); `on_batch(name, size)` counts
+        them."""
 
         def told(name: str) -> Callable[[int], None] | None:
             return None if on_batch is None else lambda size: on_batch(name, size)
 
-        self.encode_batcher = MicroBatcher(self.engine.encode, max_batch, max_wait_us, told("/encode"))
+        self.encode_batcher = MicroBatcher(self.engine.forward_encoder, max_batch, max_wait_us, told("/encode"))
         self.decode_batcher = MicroBatcher(self._decode_rows, max_batch, max_wait_us, told("/decode"))
 
     def encode_many(self, pixels: np.ndarray, effort: int = 0) -> bytes:
         """(N, 28, 28) uint8 digits -> N latents in the model's format, end to end, searched at `effort`."""
         level = self.effort(effort).level
         rows = pixels.reshape(len(pixels), PIXELS)
-        z = self.engine.encode(rows)
+        z = self.engine.forward_encoder(rows)
         if level == 0:
             return self.format.pack_many(z)
         with blas.one_thread():  # a search's many small products: one BLAS thread is several times faster
@@ -157,7 +158,7 @@ class Codec:
 
     def _decode_rows(self, z: np.ndarray) -> np.ndarray:
         # 3e38 would overflow to inf - inf = NaN inside the network; see latent.CLAMP.
-        return self.engine.decode(np.clip(z, -latent.CLAMP, latent.CLAMP))
+        return self.engine.forward_decoder(np.clip(z, -latent.CLAMP, latent.CLAMP))
 
     def decode_many(self, z: np.ndarray) -> np.ndarray:
         """(N, dims) latent values, as the format gives them back -> (N, 28, 28) uint8 digits."""

@@ -35,16 +35,16 @@ Activation = Callable[[np.ndarray], np.ndarray]
 
 
 class Engine(Protocol):
-    def encode(self, pixels: np.ndarray) -> np.ndarray:
+    def forward_encoder(self, pixels: np.ndarray) -> np.ndarray:
         """(N, 784) uint8 digits -> (N, dims) float32 latent values."""
         ...
 
-    def decode(self, z: np.ndarray) -> np.ndarray:
+    def forward_decoder(self, z: np.ndarray) -> np.ndarray:
         """(N, dims) float32 latent values -> (N, 784) uint8 digits."""
         ...
 
 
-def to_bytes(y: np.ndarray) -> np.ndarray:
+def to_pixel_bytes(y: np.ndarray) -> np.ndarray:
     """Network output -> pixel bytes: round(clamp(y, 0, 1) * 255), halves to even. Overwrites `y`."""
     np.clip(y, 0.0, 1.0, out=y)
     y *= 255.0
@@ -240,11 +240,11 @@ class NumpyMLP:
         self.encoder = encoder
         self.decoder = decoder
 
-    def encode(self, pixels: np.ndarray) -> np.ndarray:
+    def forward_encoder(self, pixels: np.ndarray) -> np.ndarray:
         return _run(self.encoder, pixels.astype(np.float64) / 255.0).astype(np.float32)
 
-    def decode(self, z: np.ndarray) -> np.ndarray:
-        return to_bytes(_run(self.decoder, z.astype(np.float64)))
+    def forward_decoder(self, z: np.ndarray) -> np.ndarray:
+        return to_pixel_bytes(_run(self.decoder, z.astype(np.float64)))
 
 
 class TorchEngine:
@@ -254,7 +254,7 @@ class TorchEngine:
         self.device = torch.device(device)
         self.model = model.to(device=self.device, dtype=torch.float64).eval()
 
-    def encode(self, pixels: np.ndarray) -> np.ndarray:
+    def forward_encoder(self, pixels: np.ndarray) -> np.ndarray:
         import torch  # a dict look-up once imported
 
         with torch.inference_mode():
@@ -263,14 +263,14 @@ class TorchEngine:
             z: torch.Tensor = self.model.encode(x)  # type: ignore[operator]
             return np.asarray(z.to(torch.float32).cpu().numpy())
 
-    def decode(self, z: np.ndarray) -> np.ndarray:
+    def forward_decoder(self, z: np.ndarray) -> np.ndarray:
         import torch  # a dict look-up once imported
 
         with torch.inference_mode():
             y: torch.Tensor = self.model.decode(  # type: ignore[operator]
                 torch.from_numpy(np.array(z)).to(self.device, torch.float64)
             )
-            return to_bytes(y.cpu().numpy())
+            return to_pixel_bytes(y.cpu().numpy())
 
 
 def make_engine(checkpoint: Checkpoint, device: str) -> Engine:

@@ -3,9 +3,10 @@
     POST /encode/batch   application/x-npy uint8 (N, 28, 28)  -> N x 24 latent bytes
                          or multipart, N file fields "img"     -> N x 24 latent bytes
     POST /decode/batch   N x 24 latent bytes                   -> application/x-npy uint8 (N, 28, 28)
-                         or a latent container (app.codec.latent) -> application/x-npy uint8 (N, 28, 28)
+                         or a latent container (app.codec.container) -> application/x-npy uint8 (N, 28, 28)
 
-Both take ?model=NAME like the single endpoints, and check it first (404), as they do.
+Both take ?model=NAME like the single endpoints, and check it first (404), as they do
+(app.service.checks).
 /encode/batch takes ?effort=N too (app.service.effort), every digit searched at that level.
 /encode/batch answers with a latent container (model id, format, count, the latents,
 and the multipart file names) instead of the raw N x 24 bytes when the request's
@@ -29,27 +30,28 @@ from typing import TypeVar
 
 import numpy as np
 from anyio import CapacityLimiter, to_thread
-from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi import APIRouter, Request, Response
 
-from app.codec import imaging, latent
+from app.codec import container, imaging
 from app.codec.codecs import Codec
 from app.errors import CodecError, LatentError, RequestFormatError
 from app.service import multipart
-from app.service.effort import EFFORT_PARAM, check_search_work, requested_effort, search_limiter
-from app.service.http import (
+from app.service.checks import BatchDecodeChecks, EncodeChecks, codec_for_latent, sends_container
+from app.service.effort import EFFORT_PARAM, check_search_work, search_limiter
+from app.service.observability import observe_batch
+from app.service.openapi import (
+    BINARY,
+    CONTAINER,
+    FORM,
     MODEL_ID_HEADER,
     MODEL_ID_PARAM,
     MODEL_PARAM,
-    codec_for_latent,
-    current_codec,
+    NPY,
+    OCTET_STREAM,
+    PNG,
     error_responses,
 )
-from app.service.observability import observe_batch
 
-NPY = "application/x-npy"
-OCTET_STREAM = "application/octet-stream"
-CONTAINER = latent.CONTAINER_MEDIA_TYPE
-BINARY = {"type": "string", "format": "binary"}
 # A batch job runs on the event loop only when it is this small, so that no request holds the loop
 # for more than about 1 ms (LOOP_BUDGET_MS); anything larger goes to a worker thread. Measured by
 # `python -m bench.inline` (README, "What runs where"): one ec64 item of noise costs 0.74 ms to encode,
@@ -66,8 +68,8 @@ def _settings_limit(request: Request) -> int:
     return int(request.app.state.settings.max_batch_items)
 
 
-def _read_container(body: bytes) -> tuple[latent.Container, bytes]:
-    stored = latent.read_container(body)
+def _read_container(body: bytes) -> tuple[container.Container, bytes]:
+    stored = container.read_container(body)
     return stored, b"".join(stored.latents)
 
 
@@ -116,13 +118,7 @@ def npy_bytes(array: np.ndarray) -> bytes:
 def read_png_fields(body: bytes, content_type: str, limit: int) -> tuple[list[str], np.ndarray]:
     """The file names and digits of a multipart body's "img" parts, in order (a worker thread's job)."""
     example = "curl -F img=@FILE1 -F img=@FILE2"
-    try:
-        parts = multipart.parse(body, content_type, max_files=limit + 1, max_fields=8)
-    except multipart.MultipartError as exc:
-        raise HTTPException(400, f"malformed multipart body: {exc}") from exc
-    images = [part for part in parts if part.name == "img"]
-    if not images:
-        raise RequestFormatError(f"no file field 'img' holding a 28x28 PNG ({example})")
+    images = multipart.file_parts(body, content_type, "img", "a 28x28 PNG", example, max_files=limit + 1)
     if len(images) > limit:
         raise RequestFormatError(f"at most {limit} 'img' parts per request; received more")
     for index, part in enumerate(images):
@@ -189,26 +185,25 @@ def _batch_workers(request: Request) -> CapacityLimiter:
             "required": True,
             "content": {
                 NPY: {"schema": BINARY},
-                "multipart/form-data": {
+                FORM: {
                     "schema": {
                         "type": "object",
                         "required": ["img"],
                         "properties": {"img": {"type": "array", "items": BINARY}},
                     },
-                    "encoding": {"img": {"contentType": "image/png"}},
+                    "encoding": {"img": {"contentType": PNG}},
                 },
             },
         },
     },
 )
-async def encode_batch(request: Request) -> Response:
-    codec: Codec = current_codec(request)  # first: an unknown model is a 404 whatever the body, as on /encode
-    effort = requested_effort(request, codec)  # then the effort (422), before the body, as on /encode
+async def encode_batch(request: Request, checked: EncodeChecks) -> Response:
+    codec, effort = checked.codec, checked.effort
     limit = _settings_limit(request)
     content_type = request.headers.get("content-type", "")
-    container = wants_container(request)
+    boxed = wants_container(request)
     body = await request.body()
-    if content_type.startswith("multipart/form-data"):
+    if content_type.startswith(FORM):
         # Parts are known only once parsed; on a small body, count the delimiter lines (a C scan) instead.
         items = body.count(b"\r\n--") if len(body) <= INLINE_MAX_BYTES else len(body)
 
@@ -226,21 +221,21 @@ async def encode_batch(request: Request) -> Response:
         names, digits = read()
         check_search_work(request, codec, len(digits), effort)  # multipart: counted only once parsed
         latents = codec.encode_many(digits, effort.level)
-        return len(digits), container_bytes(codec, latents, names) if container else latents
+        return len(digits), container_bytes(codec, latents, names) if boxed else latents
 
     if effort.level == 0:
         count, answer = await off_loop(request, encode, items, len(body))
     else:  # a search: always in a search worker thread, whatever the batch's size
         count, answer = await to_thread.run_sync(encode, limiter=search_limiter(request))
     observe_batch(request, codec.model_id, count)
-    return Response(answer, media_type=CONTAINER if container else OCTET_STREAM, headers={"X-Model-Id": codec.model_id})
+    return Response(answer, media_type=CONTAINER if boxed else OCTET_STREAM, headers={"X-Model-Id": codec.model_id})
 
 
 def container_bytes(codec: Codec, latents: bytes, names: list[str] | None) -> bytes:
     step = codec.format.nbytes
     items = [latents[i : i + step] for i in range(0, len(latents), step)]
     usable = names if names and all(_fits_container(name) for name in names) else None
-    return latent.write_container(latent.Container(codec.model_id, codec.format.name, items, usable))
+    return container.write_container(container.Container(codec.model_id, codec.format.name, items, usable))
 
 
 def wants_container(request: Request) -> bool:
@@ -251,7 +246,7 @@ def wants_container(request: Request) -> bool:
 
 def _fits_container(name: str) -> bool:
     # Names are optional in a container: file names that cannot be stored leave them out, rather than fail.
-    return bool(name) and "\n" not in name and "\x00" not in name and len(name.encode()) <= latent.MAX_NAME_BYTES
+    return bool(name) and "\n" not in name and "\x00" not in name and len(name.encode()) <= container.MAX_NAME_BYTES
 
 
 @router.post(
@@ -275,23 +270,22 @@ def _fits_container(name: str) -> bool:
         },
     },
 )
-async def decode_batch(request: Request) -> Response:
-    current_codec(request)  # first: an unknown ?model= is a 404 whatever the body, as on /decode
+async def decode_batch(request: Request, raw_codec: BatchDecodeChecks) -> Response:
     limit = _settings_limit(request)
     body = await request.body()
-    if request.headers.get("content-type", "").split(";")[0].strip().lower() == CONTAINER:
-        promised = latent.container_count(body)  # from the header, before any of the rest is read
+    if sends_container(request):  # as the checks decided (None for raw_codec)
+        promised = container.container_count(body)  # from the header, before any of the rest is read
         if promised is not None and promised > limit:
             _check_count(promised, limit, "latent")
         stored, data = await off_loop(request, lambda: _read_container(body), promised or 0, len(body))
-        codec: Codec = codec_for_latent(request, stored.model_id)
+        codec = codec_for_latent(request, stored.model_id)
         if stored.format_name != codec.format.name:
             raise LatentError(
                 f"the container holds {stored.format_name} latents; {codec.name} reads {codec.format.name}"
             )
     else:
-        codec = codec_for_latent(request)
-        data = body
+        assert raw_codec is not None  # raw latents: the checks resolved their version before the body
+        codec, data = raw_codec, body
     step = codec.format.nbytes
     if len(data) % step == 0:  # else unpack_many says so, before decoding anything
         _check_count(len(data) // step, limit, "latent")

@@ -4,9 +4,11 @@ FastAPI's path for a request is ServerErrorMiddleware, its telemetry and body-li
 middlewares, ExceptionMiddleware, an AsyncExitStack, the router's scan of every
 route, and dependency solving; for /decode that was about two thirds of the
 server's CPU (see the README, Performance). A route takes the direct path when
-its function is `async def f(request: Request) -> Response` (or a subclass) with no
-dependencies and no path parameters: there is nothing to solve, validate or
-serialise, so calling it with a Starlette `Request` gives the same answer.
+its function is `async def f(request: Request, ...) -> Response` (or a subclass) whose
+other parameters are request-only dependencies (`async def check(request: Request)`, the
+checks of app.service.checks) and that has no path parameters: there is nothing to
+validate or serialise, and the dependencies are called in their order, as FastAPI
+calls them, so calling it with a Starlette `Request` gives the same answer.
 
 A route that does not qualify (one that gains a `Query()` parameter, say) keeps
 FastAPI's full path and works as it always did, only slower. Either way the
@@ -17,21 +19,35 @@ exception handlers of the app still answer the errors of a direct route
 """
 
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.dependencies.models import Dependant
 from fastapi.responses import Response
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 from starlette.types import Receive, Scope, Send
 
-Endpoint = Callable[[Request], Awaitable[Response]]
+Endpoint = Callable[..., Awaitable[Response]]
 Handler = Callable[[Request, Any], Response | Awaitable[Response]]
 
 
+def _request_only(dependency: Dependant) -> bool:
+    """`async def check(request: Request)` with nothing else to solve."""
+    call = dependency.call
+    return (
+        call is not None
+        and inspect.iscoroutinefunction(call)
+        and dependency.request_param_name is not None
+        and len(inspect.signature(call).parameters) == 1
+        and not (dependency.dependencies or dependency.query_params or dependency.header_params)
+        and not (dependency.body_params or dependency.cookie_params or dependency.path_params)
+    )
+
+
 def qualifies(route: object) -> bool:
-    """Whether `route` can be called directly: `async def f(request: Request) -> Response`, nothing else."""
+    """Whether `route` can be called directly: `async def f(request: Request, <request-only checks>) -> Response`."""
     if not isinstance(route, APIRoute) or route.dependencies or route.param_convertors:
         return False
     endpoint = route.endpoint
@@ -43,24 +59,33 @@ def qualifies(route: object) -> bool:
         return False
     dependant = route.dependant
     params = list(signature.parameters.values())
+    checks = [dependency.name for dependency in dependant.dependencies]
     return (
-        len(params) == 1
+        len(params) >= 1
         and dependant.request_param_name == params[0].name
-        and not (dependant.dependencies or dependant.query_params or dependant.header_params)
+        and checks == [param.name for param in params[1:]]
+        and all(_request_only(dependency) for dependency in dependant.dependencies)
+        and not (dependant.query_params or dependant.header_params)
         and not (dependant.body_params or dependant.cookie_params or dependant.path_params)
     )
 
 
 class DirectRoutes:
-    """The direct routes of `app`, by (method, path), rebuilt when the app's routes change."""
+    """The direct routes of `app` and of `routers`, by (method, path), rebuilt when their routes change.
 
-    def __init__(self, app: FastAPI) -> None:
+    `routers` are the APIRouters the app includes with no prefix and no dependencies of their own:
+    FastAPI (0.165) keeps an included router's routes behind a private wrapper rather than in
+    `app.router.routes`, so the table reads each router's own (public) `routes` instead.
+    """
+
+    def __init__(self, app: FastAPI, routers: Sequence[APIRouter] = ()) -> None:
         self.app = app
+        self.routers = tuple(routers)
         self.table: dict[tuple[str, str], APIRoute] = {}
-        self.built_for = -1  # how many routes the app had when the table was built
+        self.built_for = -1  # how many routes there were when the table was built
 
     def find(self, scope: Scope) -> APIRoute | None:
-        routes = self.app.router.routes
+        routes = [*self.app.router.routes, *(route for router in self.routers for route in router.routes)]
         if len(routes) != self.built_for:
             direct = [route for route in routes if isinstance(route, APIRoute) and qualifies(route)]
             self.table = {(method, route.path): route for route in direct for method in route.methods or ()}
@@ -78,7 +103,12 @@ class DirectRoutes:
         request = Request(scope, receive, send)
         endpoint: Endpoint = route.endpoint
         try:
-            response = await endpoint(request)
+            checked = {}
+            for dependency in route.dependant.dependencies:  # in their order, each before the next, as FastAPI
+                assert dependency.call is not None and dependency.name is not None  # see qualifies
+                check = self.app.dependency_overrides.get(dependency.call, dependency.call)  # a test's override
+                checked[dependency.name] = await check(request)
+            response = await endpoint(request, **checked)
         except Exception as exc:
             handler = self.handler_for(exc)
             if handler is None:

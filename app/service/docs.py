@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from app.codec import latent
 from app.codec.codecs import Codecs
 from app.service.effort import describe_efforts
+from app.service.openapi import FORM, OCTET_STREAM
 
 MODEL_NAME = "ModelName"  # the components schema every `model` parameter refers to
 DECODE_PATH = "/decode"
@@ -41,8 +42,8 @@ def describe_models(schema: dict[str, Any], codecs: Codecs) -> None:
                     parameter["example"] = codecs.default.model_id
     for path in PNG_UPLOADS:
         form = schema.get("paths", {}).get(path, {}).get("post", {}).get("requestBody", {}).get("content", {})
-        if "multipart/form-data" in form:
-            form["multipart/form-data"]["examples"] = {
+        if FORM in form:
+            form[FORM]["examples"] = {
                 "digit-7": {
                     "summary": f"the file field img: a 28x28 MNIST digit 7, GET {EXAMPLE_PNG}",
                     "externalValue": EXAMPLE_PNG,
@@ -51,9 +52,9 @@ def describe_models(schema: dict[str, Any], codecs: Codecs) -> None:
     body = schema.get("paths", {}).get(DECODE_PATH, {}).get("post", {}).get("requestBody", {})
     sized = {"type": "string", "format": "binary", "minLength": latent.LATENT_BYTES, "maxLength": latent.LATENT_BYTES}
     content = body.get("content", {})
-    if "application/octet-stream" in content:
-        content["application/octet-stream"]["schema"] = dict(sized)
-    form = content.get("multipart/form-data", {}).get("schema", {})
+    if OCTET_STREAM in content:
+        content[OCTET_STREAM]["schema"] = dict(sized)
+    form = content.get(FORM, {}).get("schema", {})
     if "latent" in form.get("properties", {}):
         form["properties"]["latent"] = dict(sized)
 

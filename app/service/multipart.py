@@ -6,8 +6,9 @@ PNGs, measured), and makes a SpooledTemporaryFile per file part. The batch
 endpoint calls this instead, in a worker thread: python-multipart's own
 parser with the same callbacks, the same limits and the same error messages as
 Starlette's, each part's bytes kept in memory (the body is there already, and
-bounded by `max_batch_bytes`). The single endpoints use it too, behind `one_file_part`: the
-shortcut for the body `curl -F img=@7.png` sends, exactly one file part.
+bounded by `max_batch_bytes`). The single endpoints use it too (`read_file_field`), behind
+`one_file_part`: the shortcut for the body `curl -F img=@7.png` sends, exactly one file part.
+`file_parts` is the one reading of a form's file fields both kinds of endpoint share.
 """
 
 import codecs
@@ -16,6 +17,9 @@ from dataclasses import dataclass, field
 
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.requests import Request
+
+from app.errors import BodyFormatError, RequestFormatError
 
 MAX_TEXT_BYTES = 1024 * 1024  # a text field (never a file), as Starlette bounds it
 
@@ -225,3 +229,48 @@ def one_file_part(body: bytes, content_type: str, field: str) -> bytes | None:
     if not has_filename and not counts_as_file(None, part_type, data):
         return None  # a text field: the full parser's path words the error
     return data
+
+
+def file_parts(body: bytes, content_type: str, field: str, what: str, example: str, max_files: int) -> list[Part]:
+    """The parts named `field` of a multipart/form-data body, in order: at least one, or RequestFormatError
+    (422) naming the fields received; a body that does not parse is a BodyFormatError (400)."""
+    try:
+        form = parse(body, content_type, max_files=max_files, max_fields=8)
+    except MultipartError as exc:
+        raise BodyFormatError(f"malformed multipart body: {exc}") from exc
+    parts = [part for part in form if part.name == field]
+    if not parts:
+        names = ", ".join(dict.fromkeys(repr(part.name) for part in form)) or "none"
+        raise RequestFormatError(f"missing file field '{field}' holding {what} ({example}); fields received: {names}")
+    return parts
+
+
+async def read_file_field(request: Request, field: str, what: str) -> bytes:
+    """The bytes of the one file part named `field` of a multipart/form-data request body (a single endpoint's).
+
+    A part counts as a file when it has a filename, or, without one, a Content-Type other
+    than text, or bytes that are not UTF-8 text (`counts_as_file`): what httpx and the
+    generated clients send for `File(payload=...)` with no file name.
+    """
+    content_type = request.headers.get("content-type", "")
+    example = f"curl -F {field}=@FILE"
+    if not content_type.startswith("multipart/form-data"):
+        received = content_type or "no Content-Type"
+        raise RequestFormatError(
+            f"expected multipart/form-data with a file field '{field}' holding {what} ({example}); received {received}"
+        )
+    body = await request.body()
+    single = one_file_part(body, content_type, field)
+    if single is not None:
+        return single
+    parts = file_parts(body, content_type, field, what, example, max_files=8)
+    if len(parts) > 1:
+        raise RequestFormatError(f"expected one '{field}' field, received {len(parts)}")
+    part = parts[0]
+    if not counts_as_file(part.filename, part.content_type, part.data):
+        raise RequestFormatError(
+            f"field '{field}' must be a file upload ({example}), not a text field: this part has no filename, "
+            "no Content-Type and text for bytes; give it a filename or a Content-Type such as "
+            f"{'image/png' if field == 'img' else 'application/octet-stream'}"
+        )
+    return bytes(part.data)

@@ -23,8 +23,9 @@ It is uvicorn's own httptools protocol, the fast C parser, with these additions:
   400 waits until those are answered, in order, and nothing more is read.
 - **A bound on open connections** (MNIST_CODEC_MAX_CONNECTIONS): one over it is
   closed as soon as it is accepted, and the soft descriptor limit is raised to fit
-  the bound, so descriptors cannot run out. (uvicorn's `--limit-concurrency`
-  answers 503 but keeps the socket.)
+  the bound, so descriptors cannot run out: at server start (`check_protocol`, from
+  the app's lifespan, which uvicorn runs before it binds its sockets), never at
+  import. (uvicorn's `--limit-concurrency` answers 503 but keeps the socket.)
 - **A malformed body is 400 at once.** A chunk-size that is not hex, is negative or
   overflows, or a chunk with more data than its size, is a parse error in the
   middle of a request the app is still reading: it is answered 400 there and then,
@@ -46,9 +47,35 @@ It is uvicorn's own httptools protocol, the fast C parser, with these additions:
   `CLIENT_GONE` in the request's scope: uvicorn drops what is sent to a closed
   connection without a word, and the guard would log a 200 nobody received (499).
 
-uvicorn's internals this leans on (the parser callbacks, `RequestResponseCycle`,
-`Config.http_protocol_class` read per connection) are those of the uvicorn range
-pinned in pyproject.toml, which the tests cover.
+uvicorn's private internals this leans on, each with the test that fails when a
+release changes it (pyproject.toml bounds uvicorn to the range they were checked
+against, >=0.54,<0.55, and requirements.lock pins 0.54.0; a newer uvicorn means
+re-reading httptools_impl.py against this list):
+
+    HttpToolsProtocol.__init__(config, server_state, app_state, _loop)
+        subclassed as is                       every test against a live server (test_server.py)
+    HttpToolsProtocol.data_received            copied, with its private helpers
+        _unset_keepalive_if_required, _should_upgrade, handle_websocket_upgrade,
+        _unsupported_upgrade_warning, self.parser.feed_data
+                                               test_connections.py::test_pipelined_requests_are_answered_in_order_before_a_malformed_one
+    on_message_begin / on_headers_complete / on_message_complete / on_response_complete
+        called by the parser and the cycle in that order; on_headers_complete makes self.cycle
+                                               test_connections.py::test_a_request_head_over_the_byte_limit_is_431,
+                                               test_framing.py::test_every_answer_goes_out_whole_with_its_head_joined_to_the_body
+    self.connections, self.pipeline (a deque of (cycle, app)), self.cycle, self.scope, self.flow
+        (pause_reading / resume_reading), self.server_state.total_requests, self.logger, self.loop
+                                               test_connections.py::test_connections_over_the_bound_are_closed_and_the_rest_still_served,
+                                               test_connections.py::test_a_body_longer_than_its_content_length_keeps_the_answer_before
+    RequestResponseCycle.transport (replaced per cycle), response_started, response_complete,
+        disconnected, message_event, scope     test_framing.py::test_a_malformed_chunked_body_is_400_at_once_and_closed,
+                                               test_disconnects.py::test_a_client_that_leaves_mid_body_is_499
+    Config.http, Config.http_protocol_class read per connection, after the lifespan has started
+                                               test_framing.py::test_a_plain_uvicorn_start_gets_the_protections
+    Server.run on the call stack of the lifespan (running_uvicorn: a frame whose `self` is the Server)
+                                               test_framing.py::test_a_plain_uvicorn_start_gets_the_protections,
+                                               test_descriptor_limit.py::test_the_server_start_lifts_the_limit
+    Server.startup runs the lifespan before it binds the sockets (so the limit is up before the first accept)
+                                               test_descriptor_limit.py::test_the_server_start_lifts_the_limit
 
 Why not uvicorn's h11 protocol, which gets pipelining and a header limit right
 by itself: measured with `make bench`, it costs a third to a half of the
@@ -86,10 +113,6 @@ def raise_descriptor_limit(max_connections: int) -> None:
     target = wanted if hard == resource.RLIM_INFINITY else min(hard, wanted)
     if soft != resource.RLIM_INFINITY and soft < target:
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-
-
-# uvicorn imports this module once, before it starts listening: the right moment.
-raise_descriptor_limit(get_settings().max_connections)
 
 
 def error_response(status: int, detail: str) -> bytes:
@@ -361,14 +384,17 @@ def running_uvicorn() -> Server | None:
 
 
 def check_protocol() -> None:
-    """At startup: make uvicorn's `--http auto` this protocol, or warn in one line that the limits are off.
+    """At startup: lift the descriptor limit to the connection bound, and make uvicorn's `--http auto`
+    this protocol, or warn in one line that the limits are off.
 
-    uvicorn builds each connection's protocol from `config.http_protocol_class` once
-    the lifespan has started, so setting it here covers every connection.
+    uvicorn runs the lifespan before it binds its sockets, and builds each connection's
+    protocol from `config.http_protocol_class` after that, so both are in place before
+    the first connection.
     """
     server = running_uvicorn()
     if server is None:
         return  # an in-process client (the tests), or another server: its own protections apply
+    raise_descriptor_limit(get_settings().max_connections)
     config = server.config
     protocol = getattr(config, "http_protocol_class", None)
     if isinstance(protocol, type) and issubclass(protocol, LimitedHttpToolsProtocol):

@@ -49,7 +49,7 @@ from app.training import quality
 
 log = logging.getLogger("app.training.evaluate")
 
-# (codec, Pillow save arguments) per setting; qualities run down to each codec's smallest output.
+# (classic format, Pillow save arguments) per setting; qualities run down to each format's smallest output.
 CLASSIC_SETTINGS: list[tuple[str, dict[str, Any]]] = [
     ("PNG", {"optimize": True}),
     *[("JPEG", {"quality": q}) for q in (1, 5, 10, 25, 50, 75, 95)],
@@ -60,7 +60,7 @@ CLASSIC_SETTINGS: list[tuple[str, dict[str, Any]]] = [
 
 @dataclass(frozen=True)
 class Row:
-    codec: str  # "PNG", "JPEG", ... or a model name
+    codec: str  # the table's column (any compression method): a classic format ("PNG", "JPEG", ...) or a model name
     setting: str  # "quality 10", or the model's latent format
     kind: str  # "model" (served), "curve" (the entropy-coded model at another size) or "classic"
     digits: int
@@ -71,27 +71,27 @@ class Row:
     seconds: float  # wall time to encode and decode all digits
 
 
-def available(codec: str) -> bool:
+def available(classic_format: str) -> bool:
     """Pillow writes PNG and JPEG always; WebP and AVIF only when built with libwebp / libavif."""
-    return codec in ("PNG", "JPEG") or bool(features.check(codec.lower()))
+    return classic_format in ("PNG", "JPEG") or bool(features.check(classic_format.lower()))
 
 
-def classic_round_trip(pixels: np.ndarray, codec: str, params: dict[str, Any]) -> tuple[int, np.ndarray]:
+def classic_round_trip(pixels: np.ndarray, classic_format: str, params: dict[str, Any]) -> tuple[int, np.ndarray]:
     """Encode one (28, 28) uint8 digit with Pillow and decode it back: (size in bytes, decoded pixels)."""
     buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format=codec, **params)
+    Image.fromarray(pixels).save(buffer, format=classic_format, **params)
     data = buffer.getvalue()
     with Image.open(io.BytesIO(data)) as image:
         decoded = np.asarray(image.convert("L"), dtype=np.uint8)
     return len(data), decoded
 
 
-def measure_classic(digits: np.ndarray, codec: str, params: dict[str, Any]) -> Row:
+def measure_classic(digits: np.ndarray, classic_format: str, params: dict[str, Any]) -> Row:
     start = time.perf_counter()
-    sizes, decoded = zip(*(classic_round_trip(d, codec, params) for d in digits), strict=True)
+    sizes, decoded = zip(*(classic_round_trip(d, classic_format, params) for d in digits), strict=True)
     seconds = time.perf_counter() - start
     setting = ", ".join(f"{k} {v}" for k, v in params.items() if k in ("quality",)) or "optimize"
-    return _row(codec, setting, "classic", digits, np.array(sizes), np.stack(decoded), seconds)
+    return _row(classic_format, setting, "classic", digits, np.array(sizes), np.stack(decoded), seconds)
 
 
 def version_label(codec: Codec, codecs: Codecs) -> str:
@@ -250,10 +250,10 @@ def plot(rows: list[Row], path: Path, digits: int, efforts: Sequence[EffortRow] 
     from matplotlib.ticker import NullFormatter, ScalarFormatter
 
     fig, ax = plt.subplots(figsize=(8, 5))
-    for codec, marker in (("JPEG", "s"), ("WebP", "^"), ("AVIF", "D")):
-        points = [(r.mean_bytes, r.mean_psnr_db) for r in rows if r.codec == codec]
+    for classic_format, marker in (("JPEG", "s"), ("WebP", "^"), ("AVIF", "D")):
+        points = [(r.mean_bytes, r.mean_psnr_db) for r in rows if r.codec == classic_format]
         if points:
-            ax.plot(*zip(*points, strict=True), marker=marker, label=codec)
+            ax.plot(*zip(*points, strict=True), marker=marker, label=classic_format)
     learned = sorted((r.mean_bytes, r.mean_psnr_db) for r in rows if r.kind == "curve")
     if learned:
         ax.plot(*zip(*learned, strict=True), marker="o", color="black", label="ec64 recipe per size, short runs")

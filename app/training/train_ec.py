@@ -424,22 +424,22 @@ def coded_metrics(
     fmt = ArithmeticCodedFormat(model.frequency_tables(), code_bytes)
     engine = make_engine(checkpoint_of(model, {}), "cpu")
     pixels = test_x.numpy()
-    z = engine.encode(pixels)
+    z = engine.forward_encoder(pixels)
     before, sent, moved = [], [], []
     data = bytearray()
     start = time.perf_counter()
     for row in z:
         clamped = np.clip(fmt.symbols(row.astype(np.float64)), fmt.tables.lo, fmt.tables.hi)
-        before.append(arith.encode(fmt.tables, clamped)[1])
+        before.append(arith.encode_symbols(fmt.tables, clamped)[1])
         _q, m, k, steps = fmt.code(row)
         sent.append(k)
         moved.append(steps)
-        data += arith.to_bytes(m, k, code_bytes)
+        data += arith.code_to_bytes(m, k, code_bytes)
     code_seconds = time.perf_counter() - start
     start = time.perf_counter()
     values = fmt.unpack_many(bytes(data))
     decode_seconds = time.perf_counter() - start
-    decoded = engine.decode(values)
+    decoded = engine.forward_decoder(values)
     psnr = quality.psnr_db(pixels.reshape(-1, 28, 28), decoded.reshape(-1, 28, 28))
     b, s, mv = np.array(before), np.array(sent), np.array(moved)
     budget = 8 * code_bytes
@@ -454,7 +454,7 @@ def coded_metrics(
             "max_steps": int(mv.max()),
             "mean_steps": float(mv.mean()),
         },
-        "all_mode_bits": arith.encode(fmt.tables, fmt.tables.mode)[1],
+        "all_mode_bits": arith.encode_symbols(fmt.tables, fmt.tables.mode)[1],
         "table_symbols": {"min": min(len(t) for t in fmt.tables.freqs), "max": max(len(t) for t in fmt.tables.freqs)},
         "coder_us_per_digit": {
             "encode_with_rate_control": 1e6 * code_seconds / len(pixels),
