@@ -295,10 +295,10 @@ class LocalBackend:
         return data
 
     def decode(self, data: bytes, model_id: str | None = None) -> bytes:
-        # model_id: checked against these weights before the run (app.client.cli); it picks them here. Without
-        # one, the server's rule: a name with several versions is not guessed (Codecs.refuse_a_guess).
+        # The server's one rule (Codecs.resolve): the id picks its version, or is refused (409) when it is not
+        # one of --model's; without an id, a name with several versions is not guessed.
         try:
-            codec = self.codecs.by_id.get(model_id or "") or self.codecs.resolve(self.requested, None)
+            codec = self.codecs.resolve(self.requested, model_id)
             png = codec.decode(data)
         except CodecError as exc:
             raise ClientError(str(exc)) from exc
