@@ -123,7 +123,7 @@ async def test_the_service_answers_healthz_while_a_micro_batch_runs(digits: Digi
 
 @pytest.fixture(scope="module")
 def batching_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    env = {"MNIST_CODEC_BATCHING": "on", "MNIST_CODEC_BATCH_MAX_WAIT_US": "2000"}
+    env = {"MNIST_CODEC_MICROBATCHING": "on", "MNIST_CODEC_MICROBATCH_MAX_WAIT_US": "2000"}
     with uvicorn_server(tmp_path_factory.mktemp("batching"), env) as running:
         assert "micro-batching on" in running.log
         yield running
@@ -163,7 +163,7 @@ async def storm(
 async def test_concurrent_requests_get_the_bytes_they_get_alone(
     batching_server: Server, digits: Digits, model: str, weights: str
 ) -> None:
-    """MNIST_CODEC_BATCHING=on, on the CPU: 200 requests, 16 at a time, each answered as the codec answers it alone.
+    """MNIST_CODEC_MICROBATCHING=on, on the CPU: 200 requests, 16 at a time, each answered as the codec answers it alone.
 
     The loop does the single requests' own work here (parsing, PNGs), so /healthz waits its turn
     among 16 of them; a run over PROBE_LIMIT_S but under a second is repeated once (see

@@ -25,7 +25,7 @@ from app.settings import Settings
 from bench.server import Server
 
 BATCH_WAIT_S = 1.0
-ENV = {"MNIST_CODEC_BATCHING": "on", "MNIST_CODEC_BATCH_MAX_WAIT_US": str(int(BATCH_WAIT_S * 1e6))}
+ENV = {"MNIST_CODEC_MICROBATCHING": "on", "MNIST_CODEC_MICROBATCH_MAX_WAIT_US": str(int(BATCH_WAIT_S * 1e6))}
 
 
 @pytest.fixture(scope="module")
