@@ -256,12 +256,12 @@ class LocalBackend:
         default: str | None = None,
         default_versions: str = "",
     ) -> None:
-        from app.codec.codecs import Codecs, load_codec, parse_default_versions, pick_device  # torch only for CUDA
+        from app.codec.codecs import Codecs, load_served, parse_default_versions, pick_device  # torch only for CUDA
 
         try:
             on = pick_device(device)
             pinned = parse_default_versions(default_versions)  # MNIST_CODEC_DEFAULT_VERSIONS, as the server reads it
-            self.codecs = Codecs([load_codec(path, on) for path in weights], default, pinned)
+            self.codecs = Codecs(load_served(list(weights), on), default, pinned)
         except StartupError as exc:
             raise BackendUnavailable(str(exc)) from exc
         try:

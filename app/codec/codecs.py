@@ -350,13 +350,12 @@ def load_codec(path: Path, device: str) -> Codec:
     return Codec(checkpoint.read(path), device, path)
 
 
-def load_codecs(settings: Settings, device: str) -> Codecs:
-    """Every checkpoint of the settings, loaded onto `device` (two paths to the same weights: once), the default
-    model's first. A model whose latents are not the API's 24 bytes (ec64 trained for another code size, the
-    rate-distortion study's) is refused: `load_codec` still loads one for `python -m app.training.evaluate --curve`."""
-    pinned = parse_default_versions(settings.default_versions)  # a typo fails before minutes of loading
+def load_served(paths: list[Path], device: str) -> list[Codec]:
+    """The checkpoints a server (or `mnist-codec --local`) serves, loaded onto `device`, in order; two paths to
+    the same weights load once. A model whose latents are not the API's 24 bytes (ec64 trained for another code
+    size, the rate-distortion study's) is refused: `load_codec` still loads one for `evaluate --curve`."""
     codecs: list[Codec] = []
-    for path in settings.checkpoints():
+    for path in paths:
         ckpt = checkpoint.read(path)
         if any(codec.model_id == ckpt.model_id for codec in codecs):
             log.info("%s holds %s, loaded already; serving it once", path, ckpt.model_id)
@@ -368,4 +367,10 @@ def load_codecs(settings: Settings, device: str) -> Codecs:
                 f"{latent.LATENT_BYTES}-byte latents only (evaluate it with python -m app.training.evaluate --curve)"
             )
         codecs.append(codec)
-    return Codecs(codecs, settings.default_model, pinned)
+    return codecs
+
+
+def load_codecs(settings: Settings, device: str) -> Codecs:
+    """Every checkpoint of the settings (`load_served`), the default model's first."""
+    pinned = parse_default_versions(settings.default_versions)  # a typo fails before minutes of loading
+    return Codecs(load_served(settings.checkpoints(), device), settings.default_model, pinned)
